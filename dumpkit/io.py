@@ -1,0 +1,115 @@
+"""Byte sources: a file opened through mmap (zero-copy) or an in-memory buffer.
+
+Every read is bounds-checked and turns into :class:`TruncatedDumpError` with the
+file name and offset, so higher layers never see a short read or an IndexError.
+"""
+from __future__ import annotations
+
+import mmap
+import os
+import struct
+from typing import Optional, Union
+
+from .errors import DumpError, TruncatedDumpError
+
+_U16 = struct.Struct("<H")
+_U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
+
+
+class Source:
+    """Random access to the bytes of one dump file.
+
+    ``Source.open(path)`` maps the file read-only; ``Source.from_bytes(b)`` wraps
+    a buffer (tests, pipes).  ``view()`` returns zero-copy memoryviews.
+    """
+
+    def __init__(self, buffer: Union[bytes, bytearray, memoryview, mmap.mmap], path: str = "<memory>",
+                 _file=None) -> None:
+        self._buf = buffer
+        self._mv = memoryview(buffer) if len(buffer) else memoryview(b"")
+        self.path = path
+        self.size = len(buffer)
+        self._file = _file
+
+    @classmethod
+    def open(cls, path: Union[str, os.PathLike]) -> "Source":
+        p = os.fspath(path)
+        if os.path.isdir(p):
+            raise DumpError("is a directory, not a dump file", path=p)
+        try:
+            f = open(p, "rb")
+        except OSError as exc:
+            raise DumpError(f"cannot open: {exc.strerror or exc}", path=p) from None
+        try:
+            size = os.fstat(f.fileno()).st_size
+            if size == 0:
+                f.close()
+                return cls(b"", p)
+            mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        except (OSError, ValueError):
+            # not mappable (pipe, special file): read it whole
+            data = f.read()
+            f.close()
+            return cls(data, p)
+        return cls(mm, p, _file=f)
+
+    @classmethod
+    def from_bytes(cls, data: Union[bytes, bytearray], path: str = "<memory>") -> "Source":
+        return cls(bytes(data), path)
+
+    # ------------------------------------------------------------------
+    def _check(self, offset: int, size: int, what: Optional[str]) -> None:
+        if offset < 0 or size < 0 or offset + size > self.size:
+            raise TruncatedDumpError(
+                f"truncated at offset {self.size:#x}: cannot read {size:#x} bytes"
+                + (f" of {what}" if what else ""),
+                path=self.path, offset=offset, expected=what)
+
+    def read(self, offset: int, size: int, what: Optional[str] = None) -> bytes:
+        self._check(offset, size, what)
+        return bytes(self._mv[offset:offset + size])
+
+    def view(self, offset: int, size: int, what: Optional[str] = None) -> memoryview:
+        self._check(offset, size, what)
+        return self._mv[offset:offset + size]
+
+    def read_partial(self, offset: int, size: int) -> bytes:
+        """Up to ``size`` bytes (fewer at end of file, empty past it)."""
+        if offset >= self.size or offset < 0:
+            return b""
+        return bytes(self._mv[offset:min(self.size, offset + size)])
+
+    def u16(self, offset: int, what: Optional[str] = None) -> int:
+        self._check(offset, 2, what)
+        return _U16.unpack_from(self._mv, offset)[0]
+
+    def u32(self, offset: int, what: Optional[str] = None) -> int:
+        self._check(offset, 4, what)
+        return _U32.unpack_from(self._mv, offset)[0]
+
+    def u64(self, offset: int, what: Optional[str] = None) -> int:
+        self._check(offset, 8, what)
+        return _U64.unpack_from(self._mv, offset)[0]
+
+    @property
+    def buffer(self) -> memoryview:
+        return self._mv
+
+    def close(self) -> None:
+        try:
+            self._mv.release()
+        except Exception:  # pragma: no cover - views still exported
+            pass
+        if isinstance(self._buf, mmap.mmap):
+            try:
+                self._buf.close()
+            except BufferError:
+                # memoryviews handed out are still alive; the mapping goes when they do
+                pass
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __repr__(self) -> str:
+        return f"<Source {self.path!r} {self.size:,} bytes>"
