@@ -1,0 +1,1 @@
+"""Analysis: the knowledge base, triage rules, followup selection, buckets and verdicts."""

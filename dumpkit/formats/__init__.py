@@ -1,0 +1,1 @@
+"""On-disk layouts turned into typed records (headers, triage sections)."""

@@ -1,0 +1,272 @@
+"""TRIAGE_DUMP64: the body of a kernel "small memory dump" (DumpType 4).
+
+All ``*Offset`` fields are absolute file offsets.  Every offset and count is checked
+against the file before use; a section that does not fit is dropped with a warning
+(the rest of the dump stays usable), never read past the end.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import struct
+import warnings
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple
+
+import construct as c
+
+from ..errors import CorruptDumpError, DumpWarning, TruncatedDumpError
+from ..io import Source
+from .header import filetime_to_datetime
+
+TRIAGE_OFFSET = 0x2000
+TRIAGE_VALID = b"TRGD"
+DRIVER_ENTRY_SIZE = 0x90
+UNLOADED_ENTRY_SIZE = 0x38
+MAX_DRIVERS = 0x4000
+MAX_UNLOADED = 0x1000
+MAX_DATA_BLOCKS = 0x100000
+
+MINIDUMP_FIELDS = {
+    0x1: "CONTEXT", 0x2: "EXCEPTION", 0x4: "PRCB", 0x8: "PROCESS", 0x10: "THREAD", 0x20: "STACK",
+    0x40: "DRIVER_LIST", 0x80: "BROKEN_DRIVER", 0x100: "MMINFO", 0x200: "DATAPAGE",
+    0x400: "DEBUGGER_DATA", 0x800: "DATA_BLOCKS",
+}
+
+_Triage64 = c.Struct(
+    "service_pack_build" / c.Int32ul,
+    "size_of_dump" / c.Int32ul,
+    "valid_offset" / c.Int32ul,
+    "context_offset" / c.Int32ul,
+    "exception_offset" / c.Int32ul,
+    "mm_offset" / c.Int32ul,
+    "unloaded_drivers_offset" / c.Int32ul,
+    "prcb_offset" / c.Int32ul,
+    "process_offset" / c.Int32ul,
+    "thread_offset" / c.Int32ul,
+    "call_stack_offset" / c.Int32ul,
+    "size_of_call_stack" / c.Int32ul,
+    "driver_list_offset" / c.Int32ul,
+    "driver_count" / c.Int32ul,
+    "string_pool_offset" / c.Int32ul,
+    "string_pool_size" / c.Int32ul,
+    "broken_driver_offset" / c.Int32ul,
+    "triage_options" / c.Int32ul,
+    "top_of_stack" / c.Int64ul,
+    "architecture_specific" / c.Bytes(16),
+    "data_page_address" / c.Int64ul,
+    "data_page_offset" / c.Int32ul,
+    "data_page_size" / c.Int32ul,
+    "debugger_data_offset" / c.Int32ul,
+    "debugger_data_size" / c.Int32ul,
+    "data_blocks_offset" / c.Int32ul,
+    "data_blocks_count" / c.Int32ul,
+)
+assert _Triage64.sizeof() == 0x80
+
+_DRIVER = struct.Struct("<I4x" "16x" "32x" "QQI4x" "16x16x" "IHHQ" "I4x" "I4x")
+# DriverNameOffset, (LdrEntry) InLoadOrderLinks, ExceptionTable..NonPagedDebugInfo(4 q),
+# DllBase, EntryPoint, SizeOfImage, FullDllName, BaseDllName, Flags, LoadCount, (u16), SectionPointer,
+# CheckSum, TimeDateStamp
+assert _DRIVER.size == DRIVER_ENTRY_SIZE, hex(_DRIVER.size)
+_UNLOADED = struct.Struct("<HHI Q 24s Q Q")
+assert _UNLOADED.size == UNLOADED_ENTRY_SIZE
+_BLOCK = struct.Struct("<QII")
+
+
+@dataclass
+class TriageDriver:
+    """One DUMP_DRIVER_ENTRY64 with its name from the string pool."""
+
+    name: str                 # as written in the pool (base name or full path)
+    base: int
+    size: int
+    entry_point: int
+    checksum: int
+    timestamp: int
+    flags: int
+    name_offset: int
+
+    @property
+    def base_name(self) -> str:
+        return self.name.replace("/", "\\").rsplit("\\", 1)[-1]
+
+
+@dataclass
+class TriageUnloaded:
+    name: str
+    start: int
+    end: int
+
+
+@dataclass
+class TriageDataBlock:
+    address: int
+    offset: int
+    size: int
+
+
+@dataclass
+class MmInfo:
+    """DUMP_MM_STORAGE64: pool and commit figures at crash time (often all zero)."""
+
+    version: int
+    size: int
+    special_pool_tag: int
+    triage_action_taken: int
+    verify_driver_level: int
+    kernel_verifier: int
+    maximum_nonpaged_pool: int
+    allocated_nonpaged_pool: int
+    paged_pool_maximum: int
+    paged_pool_allocated: int
+    committed_pages: int
+    committed_pages_peak: int
+    commit_limit_maximum: int
+
+
+@dataclass
+class TriageDump:
+    """Parsed TRIAGE_DUMP64 and its sections."""
+
+    fields: Dict[str, int]
+    top_of_stack: int
+    drivers: List[TriageDriver]
+    unloaded: List[TriageUnloaded]
+    data_blocks: List[TriageDataBlock]
+    mm: Optional[MmInfo]
+    valid: bool
+    secondary_blobs: int
+    warnings: List[str] = field(default_factory=list)
+
+    def __getattr__(self, name: str) -> int:
+        f = self.__dict__.get("fields")
+        if f is not None and name in f:
+            return f[name]
+        raise AttributeError(name)
+
+    @property
+    def overflowed(self) -> bool:
+        return bool(self.fields.get("triage_options", 0) != 0xFFFFFFFF and self.fields.get("triage_options", 0) & 0x100)
+
+
+def _warn(src: Source, msgs: List[str], text: str) -> None:
+    msgs.append(text)
+    warnings.warn(DumpWarning(f"{src.path}: {text}"), stacklevel=4)
+
+
+def read_dump_string(src: Source, offset: int, limit: int = 0x800) -> str:
+    """A DUMP_STRING: u32 length in UTF-16 code units, then the characters."""
+    n = src.u32(offset, "DUMP_STRING length")
+    if n > limit:
+        raise CorruptDumpError(f"string length {n} is implausible", path=src.path, offset=offset,
+                               expected=f"at most {limit} UTF-16 code units")
+    raw = src.read(offset + 4, n * 2, "DUMP_STRING characters")
+    return raw.decode("utf-16-le", errors="replace")
+
+
+def _section_ok(src: Source, off: int, size: int, what: str, msgs: List[str]) -> bool:
+    if off == 0 or off == 0xFFFFFFFF:
+        return False
+    if off < TRIAGE_OFFSET or off + size > src.size:
+        _warn(src, msgs, f"{what} at offset {off:#x} (+{size:#x}) lies outside the file "
+                         f"({src.size:#x} bytes); section ignored")
+        return False
+    return True
+
+
+def parse_triage(src: Source) -> TriageDump:
+    if src.size < TRIAGE_OFFSET + 0x80:
+        raise TruncatedDumpError(f"truncated at offset {src.size:#x}: no room for TRIAGE_DUMP64",
+                                 path=src.path, offset=TRIAGE_OFFSET, expected="0x80-byte TRIAGE_DUMP64")
+    t = _Triage64.parse(src.read(TRIAGE_OFFSET, 0x80))
+    fields = {k: v for k, v in t.items() if not k.startswith("_") and isinstance(v, int)}
+    msgs: List[str] = []
+
+    valid = False
+    vo = t.valid_offset
+    if 0 < vo and vo + 4 <= src.size:
+        valid = src.read(vo, 4) == TRIAGE_VALID
+    if not valid:
+        _warn(src, msgs, f"the triage 'TRGD' valid marker is missing at ValidOffset {vo:#x}: "
+                         "the dump may be incomplete")
+
+    # -- string pool + driver list ------------------------------------------
+    drivers: List[TriageDriver] = []
+    count = t.driver_count
+    if count > MAX_DRIVERS:
+        _warn(src, msgs, f"DriverCount {count} is implausible; driver list ignored")
+        count = 0
+    if count and _section_ok(src, t.driver_list_offset, 0, "driver list", msgs):
+        avail = (src.size - t.driver_list_offset) // DRIVER_ENTRY_SIZE
+        if avail < count:
+            _warn(src, msgs, f"driver list truncated at offset {src.size:#x}: {avail} of {count} entries")
+            count = avail
+        for i in range(count):
+            off = t.driver_list_offset + i * DRIVER_ENTRY_SIZE
+            (name_off, base, entry, size, flags, _lc, _lc2, _sp, checksum, ts) = _DRIVER.unpack_from(
+                src.buffer, off)
+            try:
+                name = read_dump_string(src, name_off) if name_off else ""
+            except (CorruptDumpError, TruncatedDumpError) as exc:
+                _warn(src, msgs, f"driver entry {i} at {off:#x}: name unreadable ({exc.message})")
+                name = f"unknown_{base:x}"
+            drivers.append(TriageDriver(name, base, size, entry, checksum, ts, flags, name_off))
+
+    # -- unloaded drivers --------------------------------------------------------
+    unloaded: List[TriageUnloaded] = []
+    uo = t.unloaded_drivers_offset
+    if _section_ok(src, uo, 8, "unloaded-driver list", msgs):
+        n = src.u64(uo)
+        if n > MAX_UNLOADED:
+            _warn(src, msgs, f"unloaded-driver count {n} is implausible; list ignored")
+            n = 0
+        avail = (src.size - uo - 8) // UNLOADED_ENTRY_SIZE
+        if avail < n:
+            _warn(src, msgs, f"unloaded-driver list truncated: {avail} of {n} entries")
+            n = avail
+        for i in range(n):
+            ln, _mx, _pad, _buf, wname, start, end = _UNLOADED.unpack_from(src.buffer, uo + 8 + i * UNLOADED_ENTRY_SIZE)
+            name = wname.decode("utf-16-le", errors="replace").split("\0", 1)[0]
+            unloaded.append(TriageUnloaded(name, start, end))
+
+    # -- data blocks ------------------------------------------------------------
+    blocks: List[TriageDataBlock] = []
+    n = t.data_blocks_count
+    if n > MAX_DATA_BLOCKS:
+        _warn(src, msgs, f"DataBlocksCount {n} is implausible; data blocks ignored")
+        n = 0
+    if n and _section_ok(src, t.data_blocks_offset, 0, "data-block table", msgs):
+        avail = (src.size - t.data_blocks_offset) // _BLOCK.size
+        if avail < n:
+            _warn(src, msgs, f"data-block table truncated: {avail} of {n} entries")
+            n = avail
+        bad = 0
+        for i in range(n):
+            va, off, size = _BLOCK.unpack_from(src.buffer, t.data_blocks_offset + i * _BLOCK.size)
+            if off + size > src.size or off < TRIAGE_OFFSET:
+                bad += 1
+                continue
+            blocks.append(TriageDataBlock(va, off, size))
+        if bad:
+            _warn(src, msgs, f"{bad} data blocks point outside the file and were ignored")
+
+    mm = None
+    if _section_ok(src, t.mm_offset, 0x50, "MM storage", msgs):
+        vals = struct.unpack_from("<6I7Q", src.buffer, t.mm_offset)
+        mm = MmInfo(*vals)
+
+    # -- secondary data after SizeOfDump (normal: skip, count) -----------------
+    blobs = 0
+    so = t.size_of_dump
+    if so and so + 16 <= src.size and src.read(so, 8) == b"DumpBlob":
+        off = so + src.u32(so + 8)
+        while off + 0x20 <= src.size and blobs < 4096:
+            # DUMP_BLOB_HEADER: u32 HeaderSize, GUID Tag, u32 DataSize, u32 PrePad, u32 PostPad
+            hs, _tag, size, pre, post = struct.unpack_from("<I16sIII", src.buffer, off)
+            if hs != 0x20:
+                break
+            blobs += 1
+            off += 0x20 + pre + size + post
+
+    return TriageDump(fields=fields, top_of_stack=t.top_of_stack, drivers=drivers, unloaded=unloaded,
+                      data_blocks=blocks, mm=mm, valid=valid, secondary_blobs=blobs, warnings=msgs)

@@ -1,0 +1,1 @@
+"""Kernel state: register contexts, trap frames, modules, KDBG, process and thread."""

@@ -1,0 +1,1 @@
+"""Physical layers (runs, bitmap rank index), x64 translation, triage sparse memory."""
