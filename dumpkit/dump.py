@@ -11,7 +11,6 @@ import datetime as _dt
 import os
 import struct
 import warnings
-from dataclasses import dataclass
 from typing import Dict, Iterator, List, Optional, Tuple, Union
 
 from .errors import (CorruptDumpError, DumpError, DumpWarning, MemoryReadError, NotADumpError,
@@ -38,13 +37,24 @@ def _bugcheck_name(code: int) -> Optional[str]:
         return None
 
 
-@dataclass
 class Bugcheck:
-    """The bug check: code (as stored, with the 0x10000000 '_M' bit), name, four parameters."""
+    """The bug check: code (as stored, with the 0x10000000 '_M' bit), name, four parameters.
 
-    code: int
-    parameters: Tuple[int, int, int, int]
-    name: Optional[str] = None
+    The name comes from the knowledge base, looked up on first use (opening stays cheap).
+    """
+
+    _UNSET = object()
+
+    def __init__(self, code: int, parameters: Tuple[int, int, int, int], name=_UNSET) -> None:
+        self.code = code
+        self.parameters = tuple(parameters)
+        self._name = name
+
+    @property
+    def name(self) -> Optional[str]:
+        if self._name is Bugcheck._UNSET:
+            self._name = _bugcheck_name(self.code)
+        return self._name  # type: ignore[return-value]
 
     @property
     def base_code(self) -> int:
@@ -93,8 +103,7 @@ class Dump:
             self._open_bitmap()
         elif self.dump_type_code == 4:
             self._open_triage()
-        self.bugcheck = Bugcheck(self.header.bugcheck_code, self.header.bugcheck_parameters,
-                                 _bugcheck_name(self.header.bugcheck_code))
+        self.bugcheck = Bugcheck(self.header.bugcheck_code, self.header.bugcheck_parameters)
         self._modules: Optional[ModuleList] = None
         self._unloaded: Optional[ModuleList] = None
         self._contexts: Optional[Dict[str, Context]] = None

@@ -15,6 +15,7 @@ from .errors import DumpError, TruncatedDumpError
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
+_LARGE = 64 << 20
 
 
 class Source:
@@ -31,6 +32,10 @@ class Source:
         self.path = path
         self.size = len(buffer)
         self._file = _file
+        # random page reads of a large mapped file go through pread: a page fault on a
+        # mapping maps the cached neighbours too ("fault-around"), so RSS would grow
+        # with every random read; pread copies just the bytes asked for
+        self._fd = _file.fileno() if (_file is not None and self.size > _LARGE) else None
 
     @classmethod
     def open(cls, path: Union[str, os.PathLike]) -> "Source":
@@ -47,6 +52,13 @@ class Source:
                 f.close()
                 return cls(b"", p)
             mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            if size > _LARGE:
+                # page lookups are random: without this, each fault reads ahead and maps its
+                # neighbours, and RSS grows with every random read
+                try:
+                    mm.madvise(mmap.MADV_RANDOM)
+                except (AttributeError, OSError, ValueError):
+                    pass
         except (OSError, ValueError):
             # not mappable (pipe, special file): read it whole
             data = f.read()
@@ -74,6 +86,12 @@ class Source:
         self._check(offset, size, what)
         return self._mv[offset:offset + size]
 
+    def read_page(self, offset: int, size: int) -> bytes:
+        """Bytes for a random page-sized read (caller has bounds-checked)."""
+        if self._fd is not None:
+            return os.pread(self._fd, size, offset)
+        return bytes(self._mv[offset:offset + size])
+
     def read_partial(self, offset: int, size: int) -> bytes:
         """Up to ``size`` bytes (fewer at end of file, empty past it)."""
         if offset >= self.size or offset < 0:
@@ -91,6 +109,37 @@ class Source:
     def u64(self, offset: int, what: Optional[str] = None) -> int:
         self._check(offset, 8, what)
         return _U64.unpack_from(self._mv, offset)[0]
+
+    def advise(self, advice: str, offset: int = 0, size: Optional[int] = None) -> None:
+        """madvise the mapping: 'random' (no read-ahead: random page reads touch one page)
+        or 'sequential' (read-ahead for a scan).  A no-op where unsupported."""
+        flag = getattr(mmap, "MADV_RANDOM" if advice == "random" else "MADV_SEQUENTIAL", None)
+        if flag is None or not isinstance(self._buf, mmap.mmap):
+            return
+        start = offset & ~(mmap.PAGESIZE - 1)
+        end = self.size if size is None else min(self.size, offset + size)
+        if end > start:
+            try:
+                self._buf.madvise(flag, start, end - start)
+            except (OSError, ValueError):
+                pass
+
+    def release_pages(self, offset: int = 0, size: Optional[int] = None) -> None:
+        """Drop mapped file pages from this process (they stay in the OS page cache).
+
+        File-backed pages touched through the mmap count towards RSS; a long scan calls
+        this behind itself so memory stays flat whatever the dump size.
+        """
+        if not isinstance(self._buf, mmap.mmap) or not hasattr(mmap, "MADV_DONTNEED"):
+            return
+        start = offset & ~(mmap.PAGESIZE - 1)
+        end = self.size if size is None else min(self.size, offset + size)
+        if end <= start:
+            return
+        try:
+            self._buf.madvise(mmap.MADV_DONTNEED, start, end - start)
+        except (OSError, ValueError):
+            pass
 
     @property
     def buffer(self) -> memoryview:

@@ -35,3 +35,7 @@ def real_triage() -> Path:
 @pytest.fixture
 def symstore() -> Path:
     return shared_path("symstore")
+
+
+# make `from conftest import shared_path` work as well as `from .conftest import ...`
+sys.modules.setdefault("conftest", sys.modules[__name__])

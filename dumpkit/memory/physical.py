@@ -50,7 +50,6 @@ class PhysicalLayer:
         """``size`` bytes at physical address ``pa``, across page boundaries."""
         if size <= 0:
             return b""
-        mv = self.source.buffer
         page_in = pa & 0xFFF
         if page_in + size <= PAGE_SIZE:                    # fast path: one page
             off = self.page_offset(pa >> PAGE_SHIFT)
@@ -62,7 +61,7 @@ class PhysicalLayer:
             off += page_in
             if off + size > self.source.size:
                 return self._truncated(pa, off, size, zero_fill)
-            return bytes(mv[off:off + size])
+            return self.source.read_page(off, size)
         out = bytearray()
         cur = pa
         end = pa + size
@@ -101,7 +100,9 @@ class PhysicalLayer:
             avail = min(count, max(0, (fsize - off) // PAGE_SIZE))
             if avail <= 0:
                 return
+            self.source.advise("sequential", off, avail * PAGE_SIZE)
             yield pfn << PAGE_SHIFT, mv[off:off + avail * PAGE_SIZE]
+            self.source.release_pages(off, avail * PAGE_SIZE)     # the caller is done with it
             if avail < count:
                 return
 

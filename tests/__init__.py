@@ -1,0 +1,1 @@
+"""dumpkit test suite."""
