@@ -81,6 +81,7 @@ def worker(tool: str, path: str, reads: int) -> dict:
     import numpy as np
     pfns = _random_pfns(path, reads)
     base_rss = _rss_mb()
+    out_rss_pfns = base_rss
     out: dict = {"tool": tool}
     if tool == "dumpkit":
         import dumpkit
@@ -92,6 +93,7 @@ def worker(tool: str, path: str, reads: int) -> dict:
         for pfn in pfns:
             rd(pfn << 12, 4096)
         out["random_reads_s"] = time.perf_counter() - t0
+        out["rss_after_reads_mb"] = _rss_mb()
         t0 = time.perf_counter()
         total = 0
         nz = 0

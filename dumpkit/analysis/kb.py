@@ -251,6 +251,7 @@ class ModuleRecord:
     remediation: Tuple[str, ...] = ()
     blame_instead: str = ""         # for victims: who to look at instead
     buckets: Tuple[str, ...] = ()   # typical FAILURE_BUCKET_ID shapes seen in public reports
+    patterns: Tuple[str, ...] = ()  # lower-case name prefixes ending in '*' ('netwtw*') for driver families
 
     @property
     def key(self) -> str:
@@ -269,31 +270,42 @@ OWNER_STRENGTH = {"ignore": 0, "last": 1, "maybe": 2, "definite": 3}
 class TriageRule:
     """``module!function = owner`` with trailing ``*`` wildcards (triage.ini semantics).
 
-    ``module`` / ``function`` are lower-cased patterns; a pattern ending in ``*`` is a prefix,
-    any other ``*`` is literal.  ``function == '*'`` matches every function of the module.
+    ``module`` / ``function`` are lower-cased patterns; a pattern ending in ``*`` is a prefix
+    (triage.ini), ``function == '*'`` matches every function of the module.  As a dumpkit
+    extension a ``*`` elsewhere (``ki*fault``, ``*$filt$*``) is a glob wildcard; it ranks below a
+    prefix pattern with as many literal characters.  Matching is case-insensitive.
     """
 
     module: str
     function: str
     owner: str
     why: str = ""
+    text: str = field(default="", compare=False)   # the pattern as written ('nt!KeBugCheck*')
 
     @property
     def pattern(self) -> str:
-        return f"{self.module}!{self.function}"
+        """The pattern as written in the rule file (or the normalised ``module!function``)."""
+        return self.text or f"{self.module}!{self.function}"
 
     @property
     def strength(self) -> str:
         """'ignore', 'last', 'maybe' or 'definite'."""
         return owner_strength(self.owner)
 
-    def _part_score(self, pat: str, value: str) -> Optional[int]:
-        if pat.endswith("*"):
+    @staticmethod
+    def _part_score(pat: str, value: str) -> Optional[Tuple[int, int, int]]:
+        """(exact?, literal characters matched, prefix-not-glob?) or None when ``pat`` misses ``value``."""
+        if "*" not in pat:
+            return (2, len(pat), 1) if value == pat else None
+        if pat.endswith("*") and "*" not in pat[:-1]:
             prefix = pat[:-1]
-            return len(prefix) if value.startswith(prefix) else None
-        return len(pat) + 1000 if value == pat else None   # exact beats any prefix
+            return (1, len(prefix), 1) if value.startswith(prefix) else None
+        # dumpkit extension: '*' inside a pattern ('ki*fault', '*$filt$*') is a glob wildcard
+        if _glob_match(pat, value):
+            return (1, len(pat.replace("*", "")), 0)
+        return None
 
-    def score(self, module: str, function: str) -> Optional[Tuple[int, int]]:
+    def score(self, module: str, function: str) -> Optional[Tuple[Tuple[int, int, int], Tuple[int, int, int]]]:
         """Match specificity (module score, function score), or None if the rule does not apply."""
         ms = self._part_score(self.module, module)
         if ms is None:
@@ -305,6 +317,21 @@ class TriageRule:
 
     def __repr__(self) -> str:
         return f"<TriageRule {self.pattern}={self.owner}>"
+
+
+def _glob_match(pat: str, value: str) -> bool:
+    """Match ``value`` against ``pat`` where ``*`` is any run of characters (no other metacharacters)."""
+    parts = pat.split("*")
+    if not value.startswith(parts[0]):
+        return False
+    pos = len(parts[0])
+    for mid in parts[1:-1]:
+        j = value.find(mid, pos)
+        if j < 0:
+            return False
+        pos = j + len(mid)
+    last = parts[-1]
+    return value.endswith(last) and len(value) - len(last) >= pos
 
 
 def owner_strength(owner: str) -> str:
@@ -341,7 +368,7 @@ class TriageRules:
         self._by_module: Dict[str, List[TriageRule]] = {}
         self._wild: List[TriageRule] = []
         for r in self.rules:
-            if r.module.endswith("*"):
+            if "*" in r.module:
                 self._wild.append(r)
             else:
                 self._by_module.setdefault(r.module, []).append(r)
@@ -372,8 +399,8 @@ class TriageRules:
         mod = normalize_module_name(module) if module else ""
         fn = (function or "").lower()
         best: Optional[TriageRule] = None
-        best_score: Optional[Tuple[int, int]] = None
-        for r in self._by_module.get(mod, ()) + self._wild:
+        best_score = None
+        for r in self._by_module.get(mod, []) + self._wild:
             s = r.score(mod, fn)
             if s is None:
                 continue
@@ -408,11 +435,11 @@ def make_rule(pattern: str, owner: str, why: str = "") -> TriageRule:
         mod = "*"
     if fn == "default":
         fn = "*"
-    if not mod.endswith("*"):
+    if "*" not in mod:
         mod = normalize_module_name(mod)
     if not mod or not fn:
         raise KnowledgeBaseError(f"malformed triage pattern {pattern!r}", expected="module!function")
-    return TriageRule(mod, fn, owner.strip(), why)
+    return TriageRule(mod, fn, owner.strip(), why, p if "!" in p else f"{p}!*")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -524,7 +551,8 @@ def _load_subtypes(path: Path) -> Dict[int, Dict[int, SubtypeInfo]]:
     return out
 
 
-def _load_bugchecks(path: Path, subtypes: Mapping[int, Mapping[int, SubtypeInfo]]) -> Dict[int, BugcheckInfo]:
+def _load_bugchecks(path: Path, subtypes: Mapping[int, Mapping[int, SubtypeInfo]],
+                    subtypes_path: Optional[Path] = None) -> Dict[int, BugcheckInfo]:
     data = _read_json(path)
     if not isinstance(data, Mapping) or not isinstance(data.get("bugchecks"), list):
         raise _fail(path, "top level must be an object with a 'bugchecks' list")
@@ -569,7 +597,7 @@ def _load_bugchecks(path: Path, subtypes: Mapping[int, Mapping[int, SubtypeInfo]
                                  subtypes=dict(subtypes.get(base_code, {})))
     for scode in subtypes:
         if scode not in out:
-            raise KnowledgeBaseError(f"subtype table for unknown code 0x{scode:X}", path=str(path))
+            raise KnowledgeBaseError(f"subtype table for unknown code 0x{scode:X}", path=str(subtypes_path or path))
     return out
 
 
@@ -616,7 +644,11 @@ def _load_modules(path: Path) -> Dict[str, ModuleRecord]:
             remediation=strlist("remediation"),
             blame_instead=_str(path, where, m, "blame_instead", required=False),
             buckets=strlist("buckets"),
+            patterns=tuple(p.lower() for p in strlist("patterns")),
         )
+        for pat in rec.patterns:
+            if not pat.endswith("*") or len(pat) < 3:
+                raise _fail(path, f"{where}: pattern {pat!r} must be a name prefix ending in '*'")
         for key in {rec.key, *(normalize_module_name(a) for a in rec.aliases)}:
             if key in out:
                 raise _fail(path, f"{where}: name {key!r} already used by {out[key].file}")
@@ -639,10 +671,14 @@ def _load_rules(path: Path) -> TriageRules:
             raise _fail(path, f"rules[{i}] must be a table")
         pat = _str(path, f"rules[{i}]", r, "match")
         owner = _str(path, f"rules[{i}] {pat}", r, "owner")
-        rule = make_rule(pat, owner.replace(" ", ""), _str(path, f"rules[{i}]", r, "why", required=False))
-        if rule.pattern in seen:
+        try:
+            rule = make_rule(pat, owner.replace(" ", ""), _str(path, f"rules[{i}]", r, "why", required=False))
+        except KnowledgeBaseError as e:
+            raise _fail(path, f"rules[{i}]: {e.message}", e.expected) from None
+        key = (rule.module, rule.function)
+        if key in seen:
             raise _fail(path, f"rules[{i}]: duplicate pattern {pat!r}")
-        seen.add(rule.pattern)
+        seen.add(key)
         rules.append(rule)
     return TriageRules(rules, default)
 
@@ -659,6 +695,13 @@ class KnowledgeBase:
         self.modules: Mapping[str, ModuleRecord] = dict(modules)
         self.rules: TriageRules = rules
         self.source = source
+        seen = set()
+        self._patterns: List[Tuple[str, ModuleRecord]] = []
+        for r in self.modules.values():
+            if id(r) in seen:
+                continue
+            seen.add(id(r))
+            self._patterns.extend((p[:-1], r) for p in r.patterns)
 
     @classmethod
     def load(cls, directory: Optional[Union[str, Path]] = None, *, reload: bool = False) -> "KnowledgeBase":
@@ -669,7 +712,7 @@ class KnowledgeBase:
             if not reload and key in cls._cache:
                 return cls._cache[key]
             subtypes = _load_subtypes(base / "bugcheck_subtypes.json")
-            bugchecks = _load_bugchecks(base / "bugchecks.json", subtypes)
+            bugchecks = _load_bugchecks(base / "bugchecks.json", subtypes, base / "bugcheck_subtypes.json")
             modules = _load_modules(base / "modules.toml")
             rules = _load_rules(base / "triage.toml")
             kb = cls(bugchecks, modules, rules, base)
@@ -699,7 +742,16 @@ class KnowledgeBase:
         """Module record by file name, WinDbg module name or path (case-insensitive)."""
         if not name:
             return None
-        return self.modules.get(normalize_module_name(name))
+        key = normalize_module_name(name)
+        rec = self.modules.get(key)
+        if rec is not None:
+            return rec
+        best: Optional[ModuleRecord] = None
+        best_len = 0
+        for prefix, r in self._patterns:
+            if key.startswith(prefix) and len(prefix) > best_len:
+                best, best_len = r, len(prefix)
+        return best
 
     def __repr__(self) -> str:
         n_mod = len({id(m) for m in self.modules.values()})

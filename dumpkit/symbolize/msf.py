@@ -52,8 +52,12 @@ class MsfFile:
         self._mv = memoryview(data)
         self._file = _file
         self.file_size = len(self._mv)
-        self._parse_superblock()
-        self._parse_directory()
+        try:
+            self._parse_superblock()
+            self._parse_directory()
+        except BaseException:
+            self._mv.release()
+            raise
 
     # ------------------------------------------------------------------ opening
     @classmethod
@@ -76,7 +80,10 @@ class MsfFile:
         try:
             return cls(mm, p, _file=f)
         except BaseException:
-            mm.close()
+            try:
+                mm.close()
+            except BufferError:  # pragma: no cover - a view escaped; the mapping goes with it
+                pass
             f.close()
             raise
 
@@ -278,6 +285,8 @@ class MsfFile:
         problems: List[str] = []
         owner = {}
         for i, blocks in enumerate(self._blocks):
+            if i == 0:          # the old directory: its blocks are normally released
+                continue
             for b in blocks:
                 if b in owner:
                     problems.append(f"block {b} used by streams {owner[b]} and {i}")

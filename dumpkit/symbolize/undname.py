@@ -25,7 +25,7 @@ _SPECIAL = {
     "_U": "operator new[]",
     "_V": "operator delete[]",
 }
-_IDENT = re.compile(r"[A-Za-z_$][A-Za-z0-9_$<>]*")
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_$<>]*")
 
 
 def _scopes(text: str, pos: int, backrefs: List[str]) -> Optional[tuple]:

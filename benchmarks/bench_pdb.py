@@ -1,0 +1,91 @@
+"""Benchmark the PDB reader: open time, index build time, lookups per second.
+
+Usage: python benchmarks/bench_pdb.py [PDB ...]
+Without arguments it measures every PDB found in ../shared/data/real (symstore and msvc)
+and fixtures/drivers/bin, largest first.  Figures are medians over repeated runs.
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import random
+import statistics
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from dumpkit.symbolize import Pdb  # noqa: E402
+
+
+def default_pdbs() -> list:
+    shared = os.environ.get("DUMPKIT_SHARED", os.path.join(os.path.dirname(ROOT), "shared"))
+    pats = [os.path.join(shared, "data", "real", "symstore", "*", "*", "*.pdb"),
+            os.path.join(shared, "data", "real", "msvc", "*.pdb"),
+            os.path.join(ROOT, "fixtures", "drivers", "bin", "*.pdb")]
+    found = sorted({p for pat in pats for p in glob.glob(pat)}, key=os.path.getsize, reverse=True)
+    return found
+
+
+def bench(path: str, repeat: int = 30, lookups: int = 200_000) -> dict:
+    opens = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        p = Pdb.open(path)
+        opens.append(time.perf_counter() - t)
+        p.close()
+    builds = []
+    for _ in range(max(3, repeat // 5)):
+        p = Pdb.open(path)
+        t = time.perf_counter()
+        p.lookup(0x1000)                       # first lookup builds the index (publics + procedures)
+        builds.append(time.perf_counter() - t)
+        p.close()
+    p = Pdb.open(path)
+    p.lookup(0)
+    hi = max((s.virtual_address + s.virtual_size for s in p.sections), default=0x100000)
+    rng = random.Random(42)
+    rvas = [rng.randrange(0x1000, hi) for _ in range(lookups)]
+    t = time.perf_counter()
+    hits = 0
+    for r in rvas:
+        if p.lookup(r) is not None:
+            hits += 1
+    dt = time.perf_counter() - t
+    out = {
+        "pdb": os.path.basename(path),
+        "size": os.path.getsize(path),
+        "publics": len(p.public_symbols()),
+        "functions": len(p.functions()),
+        "open_ms": statistics.median(opens) * 1e3,
+        "index_ms": statistics.median(builds) * 1e3,
+        "lookups_per_s": lookups / dt,
+        "hit_rate": hits / lookups,
+    }
+    p.close()
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("pdbs", nargs="*")
+    ap.add_argument("--repeat", type=int, default=30)
+    ap.add_argument("--lookups", type=int, default=200_000)
+    a = ap.parse_args(argv)
+    paths = a.pdbs or default_pdbs()
+    if not paths:
+        print("no PDB found (pass paths, or provide ../shared)", file=sys.stderr)
+        return 1
+    print(f"{'pdb':<24} {'bytes':>9} {'publics':>8} {'funcs':>6} {'open ms':>8} {'index ms':>9} "
+          f"{'lookups/s':>11} {'hits':>5}")
+    for path in paths:
+        r = bench(path, a.repeat, a.lookups)
+        print(f"{r['pdb']:<24} {r['size']:>9,} {r['publics']:>8} {r['functions']:>6} {r['open_ms']:>8.2f} "
+              f"{r['index_ms']:>9.2f} {r['lookups_per_s']:>11,.0f} {r['hit_rate']:>5.0%}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

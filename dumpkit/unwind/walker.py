@@ -1,0 +1,453 @@
+"""The x64 stack walker: context frame, then unwind data, trap frames, validated scanning.
+
+Each caller frame is found, in order of preference, by
+
+* ``cfi``: the callee's .pdata/UNWIND_INFO (:func:`dumpkit.unwind.x64.virtual_unwind`),
+  including PUSH_MACHFRAME frames (trap handlers): the walk then continues in
+  the interrupted code with the volatile registers of the KTRAP_FRAME, and that
+  frame (entered through the trap frame, its PC exact) records
+  ``Frame.trap_frame`` (``TrapFrame @ ...``); a machine frame is also
+  recognised by its shape while scanning;
+* ``frame_pointer`` / ``scan``: a bounded scan of the stack for a value that
+  lies in a loaded module, in an executable section with a function entry when
+  the image is known, and right after a call instruction when the code bytes
+  are available (from the image, or from the dump).  When that slot is also
+  ``[rbp+8]`` of a sane RBP chain the frame is labelled ``frame_pointer``.
+
+Walks always end: at ``max_frames``, when RSP stops growing (trap frames may
+switch stacks, at most 8 times), when RSP leaves ``stack_range``, when the
+return address is below 0x1000, or when the memory budget is spent.
+"""
+from __future__ import annotations
+
+import struct
+from typing import Any, Dict, NamedTuple, Optional, Protocol, Set, Tuple
+
+from ..errors import DumpError, ImageError, MemoryReadError, UnwindError
+from ..model import Context, Frame, Module, ModuleList, Stack, VirtualReader
+from ..pe.image import PEImage
+from ..pe.provider import ImageProvider
+from .contexts import KTRAP_FRAME_SIZE, trap_frame_volatiles
+from .x64 import MASK64, VOLATILE, virtual_unwind
+
+PAGE = 0x1000
+DEFAULT_SCAN_BYTES = 0x800
+DEFAULT_READ_BUDGET = 4 << 20
+MAX_STACK_SWITCHES = 8
+
+_Q = struct.Struct("<Q")
+# registers a callee may clobber: unknown in the caller after an unwind step
+_VOLATILE_ALL = frozenset(VOLATILE) | frozenset(f"xmm{i}" for i in range(6)) | {"eflags"}
+
+
+class SymbolResult(Protocol):
+    symbol: Optional[str]
+    offset: int
+    source: str
+
+
+class Resolver(Protocol):
+    """Symbol resolver: ``resolve(module, address)`` -> object with .symbol, .offset, .source (or None).
+
+    ``address`` is the lookup address (the return address minus one for caller
+    frames); ``offset`` is relative to it, and the walker adds the one back.
+    """
+
+    def resolve(self, module: Module, address: int) -> Optional[SymbolResult]: ...
+
+
+def is_canonical(va: int) -> bool:
+    return va < 0x0000800000000000 or 0xFFFF800000000000 <= va <= MASK64
+
+
+# ---------------------------------------------------------------------- memory
+class StackMemory:
+    """Cached, budgeted reads through a :class:`VirtualReader`.
+
+    Whole pages are cached; where a page cannot be read as a whole (a triage
+    dump's stack starts mid-page) exact reads are cached instead.  Every byte
+    requested from the reader counts against ``budget``; past it, reads raise
+    :class:`UnwindError`, which ends the walk.
+    """
+
+    def __init__(self, reader: VirtualReader, budget: int = DEFAULT_READ_BUDGET) -> None:
+        self.reader = reader
+        self.budget = budget
+        self.bytes_read = 0
+        self._pages: Dict[int, bytes] = {}
+        self._bad_pages: Set[int] = set()
+        self._small: Dict[Tuple[int, int], Any] = {}
+
+    def _charge(self, n: int) -> None:
+        self.bytes_read += n
+        if self.bytes_read > self.budget:
+            raise UnwindError(f"read budget of {self.budget:#x} bytes exhausted")
+
+    def read(self, va: int, size: int) -> bytes:
+        off = va & (PAGE - 1)
+        if off + size <= PAGE:
+            pva = va - off
+            pg = self._pages.get(pva)
+            if pg is not None:
+                return pg[off:off + size]
+            if pva not in self._bad_pages:
+                self._charge(PAGE)
+                try:
+                    data = self.reader.read_virtual(pva, PAGE)
+                except DumpError:
+                    data = None
+                if data is not None and len(data) == PAGE:
+                    pg = bytes(data)
+                    self._pages[pva] = pg
+                    return pg[off:off + size]
+                self._bad_pages.add(pva)
+        key = (va, size)
+        got = self._small.get(key)
+        if got is None:
+            self._charge(size)
+            try:
+                data = self.reader.read_virtual(va, size)
+                got = bytes(data) if data is not None and len(data) == size else \
+                    MemoryReadError(f"short read at {va:#x}", address=va)
+            except DumpError as exc:
+                got = exc
+            self._small[key] = got
+        if isinstance(got, DumpError):
+            raise got
+        return got
+
+    def u64(self, va: int) -> Optional[int]:
+        try:
+            return _Q.unpack(self.read(va, 8))[0]
+        except UnwindError:
+            raise
+        except DumpError:
+            return None
+
+
+# ---------------------------------------------------------------------- call check
+_CS = None
+
+
+def _capstone():
+    global _CS
+    if _CS is None:
+        from capstone import CS_ARCH_X86, CS_MODE_64, Cs
+        _CS = Cs(CS_ARCH_X86, CS_MODE_64)
+    return _CS
+
+
+def ends_with_call(code: bytes, ra: int) -> bool:
+    """Do the bytes just before ``ra`` (``code`` ends at ``ra``) end with a call instruction?
+
+    ``E8 rel32`` is matched by pattern; the ``FF /2`` forms (``call r/m64``,
+    2 to 7 bytes with prefixes) are decoded with capstone.
+    """
+    n = len(code)
+    if n >= 5 and code[n - 5] == 0xE8:
+        return True
+    cs = _capstone()
+    for length in (2, 3, 6, 7, 4, 5):
+        if length > n:
+            continue
+        start = n - length
+        b0 = code[start]
+        # FF /2 possibly after REX / segment / operand prefixes
+        if b0 != 0xFF and not (0x40 <= b0 <= 0x4F or b0 in (0x2E, 0x3E, 0x26, 0x64, 0x65, 0x36, 0xF2)):
+            continue
+        for insn in cs.disasm(code[start:], ra - length, 1):
+            if insn.size == length and insn.mnemonic == "call":
+                return True
+    return False
+
+
+# ---------------------------------------------------------------------- walker
+class _Next(NamedTuple):
+    regs: Dict[str, int]
+    valid: Set[str]
+    trust: str
+    exact: bool
+    trap_frame: Optional[int]
+    switched_stack: bool
+
+
+class StackWalker:
+    """Walk state shared by the frames of one walk (caches, budget)."""
+
+    def __init__(self, reader: VirtualReader, modules: ModuleList, images: Optional[ImageProvider],
+                 resolver: Optional[Resolver] = None, *, scan_bytes: int = DEFAULT_SCAN_BYTES,
+                 stack_range: Optional[Tuple[int, int]] = None, read_budget: int = DEFAULT_READ_BUDGET) -> None:
+        self.mem = StackMemory(reader, read_budget)
+        self.modules = modules
+        self.images = images
+        self.resolver = resolver
+        self.scan_bytes = max(8, scan_bytes)
+        self.stack_range = stack_range
+        self._image_cache: Dict[int, Optional[PEImage]] = {}
+        self._ra_cache: Dict[int, int] = {}
+        self._regs_template: Dict[str, int] = {}
+
+    # -- modules and images
+    def image(self, module: Module) -> Optional[PEImage]:
+        if module.unloaded or self.images is None:
+            return None
+        key = id(module)
+        if key not in self._image_cache:
+            try:
+                img = self.images.image_for(module)
+            except DumpError:
+                img = None
+            self._image_cache[key] = img
+        return self._image_cache[key]
+
+    # -- the walk
+    def walk(self, context: Context, max_frames: int = 256) -> Stack:
+        frames = Stack()
+        regs = {k: v for k, v in context.regs.items()}
+        valid = set(context.valid)
+        if "rip" not in regs or "rsp" not in regs:
+            return frames
+        trust = "context"
+        exact = True
+        switches = 0
+        source = context.source or "context"
+        trap_in: Optional[int] = None
+        for idx in range(max(0, max_frames)):
+            pc, sp = regs["rip"], regs["rsp"]
+            frame = Frame(index=idx, instruction=pc, child_sp=sp, trust=trust,
+                          context=Context(regs, source if idx == 0 else ("trap_frame" if trap_in else "unwind"),
+                                          context.address if idx == 0 else trap_in, valid),
+                          trap_frame=trap_in)
+            self._symbolize(frame, exact)
+            frames.append(frame)
+            try:
+                nxt = self._caller(regs, valid, trust, exact)
+            except UnwindError:          # budget spent
+                nxt = None
+            if nxt is None:
+                break
+            frame.return_address = nxt.regs["rip"]
+            trap_in = nxt.trap_frame
+            nrip, nsp = nxt.regs["rip"], nxt.regs["rsp"]
+            if nrip < 0x1000 or not is_canonical(nrip):
+                break                    # end of the stack (thread start returns to 0)
+            if nxt.switched_stack:
+                switches += 1
+                if switches > MAX_STACK_SWITCHES or nsp == sp:
+                    break
+            elif nsp <= sp:
+                break
+            if self.stack_range is not None and not nxt.switched_stack and \
+                    not self.stack_range[0] <= nsp <= self.stack_range[1]:
+                break
+            regs, valid, trust, exact = nxt.regs, nxt.valid, nxt.trust, nxt.exact
+        return frames
+
+    def _caller(self, regs: Dict[str, int], valid: Set[str], trust: str, exact: bool) -> Optional[_Next]:
+        pc, sp = regs["rip"], regs["rsp"]
+        module = self.modules.find(pc if exact else pc - 1)
+        image = self.image(module) if module is not None else None
+        if image is not None and module is not None:
+            try:
+                has_pdata = bool(image.runtime_functions)
+            except DumpError:
+                has_pdata = False
+            if has_pdata:
+                try:
+                    step = virtual_unwind(image, module.base, regs, self.mem.read, exact=exact)
+                except UnwindError as exc:
+                    if "budget" in exc.message:
+                        raise
+                    step = None
+                if step is not None and self._plausible_cfi(step.regs, sp, step.machine_frame):
+                    new_valid = (valid - _VOLATILE_ALL).union(step.restored, ("rip", "rsp"))
+                    new_regs = step.regs
+                    if step.machine_frame:
+                        new_valid.add("eflags")
+                        if step.trap_frame is not None:
+                            self._load_trap_volatiles(new_regs, new_valid, step.trap_frame)
+                    return _Next(new_regs, new_valid, "cfi", step.machine_frame, step.trap_frame,
+                                 step.machine_frame)
+        return self._scan(regs, sp)
+
+    def _plausible_cfi(self, new: Dict[str, int], sp: int, machine: bool) -> bool:
+        rip, rsp = new["rip"], new["rsp"]
+        if not is_canonical(rsp) or rsp & 7:
+            return False
+        if rip < 0x1000:
+            return True                  # end of stack: accepted, the walk stops there
+        if not is_canonical(rip):
+            return False
+        if not machine and rsp <= sp:
+            return False
+        return True
+
+    def _load_trap_volatiles(self, regs: Dict[str, int], valid: Set[str], trap: int) -> None:
+        try:
+            data = self.mem.read(trap, KTRAP_FRAME_SIZE)
+        except UnwindError:
+            raise
+        except DumpError:
+            return
+        for k, v in trap_frame_volatiles(data).items():
+            regs[k] = v
+            valid.add(k)
+
+    # -- scanning
+    def _scan(self, regs: Dict[str, int], sp: int) -> Optional[_Next]:
+        if sp & 7 or not is_canonical(sp):
+            return None
+        rbp = regs.get("rbp")
+        self._regs_template = regs
+        end = sp + self.scan_bytes
+        if self.stack_range is not None:
+            end = min(end, self.stack_range[1])
+        slot = sp
+        while slot < end:
+            val = self.mem.u64(slot)
+            if val is None:
+                return None              # left the readable stack
+            if val < 0x1000 or not is_canonical(val):
+                slot += 8
+                continue
+            trap = self._machine_frame_at(slot, val)
+            if trap is not None:
+                return trap
+            if self._return_address_ok(val):
+                new = dict(regs)
+                new["rip"] = val
+                new["rsp"] = slot + 8
+                trust = "scan"
+                if rbp is not None and slot == rbp + 8 and rbp >= sp:
+                    caller_bp = self.mem.u64(rbp)
+                    if caller_bp is not None and (caller_bp == 0 or caller_bp > slot):
+                        new["rbp"] = caller_bp
+                        trust = "frame_pointer"
+                return _Next(new, {"rip", "rsp"} | ({"rbp"} if trust == "frame_pointer" else set()),
+                             trust, False, None, False)
+            slot += 8
+        return None
+
+    def _machine_frame_at(self, slot: int, rip: int) -> Optional[_Next]:
+        """Is ``slot`` the RIP of a hardware interrupt frame (KTRAP_FRAME+0x168)?
+
+        Recognised by its shape: CS 0x10/0x33 next to it, an EFLAGS value with
+        bit 1 set, a canonical RSP and SS 0x18/0x2b, and RIP inside a module's
+        executable code.  The walk then continues at the interrupted PC (exact).
+        """
+        m = self.modules.find(rip)
+        if m is None or m.unloaded:
+            return None
+        cs = self.mem.u64(slot + 8)
+        if cs is None or (cs & 0xFFFF) not in (0x10, 0x33):
+            return None
+        fl = self.mem.u64(slot + 0x10)
+        rsp = self.mem.u64(slot + 0x18)
+        ss = self.mem.u64(slot + 0x20)
+        if fl is None or rsp is None or ss is None:
+            return None
+        fl &= 0xFFFFFFFF
+        if not fl & 2 or fl >> 22 or (ss & 0xFFFF) not in (0x18, 0x2B) or not is_canonical(rsp) or rsp < 0x1000:
+            return None
+        if ((cs & 0xFFFF) == 0x10) != (rip >= 0xFFFF800000000000):
+            return None
+        image = self.image(m)
+        if image is not None and not image.is_executable(rip - m.base):
+            return None
+        new = {k: v for k, v in self._regs_template.items()}
+        new.update(rip=rip, rsp=rsp, eflags=fl)
+        valid = {"rip", "rsp", "eflags"}
+        trap = (slot - 0x168) & MASK64
+        self._load_trap_volatiles(new, valid, trap)
+        return _Next(new, valid, "scan", True, trap, True)
+
+    def _return_address_ok(self, ra: int) -> bool:
+        got = self._ra_cache.get(ra)
+        if got is None:
+            got = self._check_return_address(ra)
+            self._ra_cache[ra] = got
+        return got > 0
+
+    def _check_return_address(self, ra: int) -> int:
+        """0 = rejected, 1 = in a module but unverifiable, 2 = follows a call."""
+        m = self.modules.find(ra - 1)
+        if m is None or m.unloaded:
+            return 0
+        image = self.image(m)
+        code: Optional[bytes] = None
+        if image is not None:
+            rva = ra - m.base
+            try:
+                if not image.is_executable(rva - 1):
+                    return 0
+                if image.runtime_functions and image.function_for(rva - 1) is None:
+                    return 0
+                if rva >= 7:
+                    code = image.read_rva(rva - 7, 7)
+            except ImageError:
+                code = None
+        if code is None:
+            try:
+                code = self.mem.read(ra - 7, 7)
+            except UnwindError:
+                raise
+            except DumpError:
+                code = None
+        if code is None:
+            return 1                     # in a module, but no code bytes to check the call
+        return 2 if ends_with_call(code, ra) else 0
+
+    # -- symbols
+    def _symbolize(self, frame: Frame, exact: bool) -> None:
+        pc = frame.instruction
+        look = pc if exact else pc - 1
+        m = self.modules.find(look)
+        if m is None:
+            return
+        frame.image_name = m.name
+        if m.unloaded:
+            frame.module = f"<Unloaded_{m.name}>"
+            frame.offset = pc - m.base
+            frame.symbol_source = "module"
+            return
+        frame.module = m.windbg_name
+        if self.resolver is not None:
+            try:
+                res = self.resolver.resolve(m, look)
+            except DumpError:
+                res = None
+            if res is not None and getattr(res, "symbol", None):
+                frame.symbol = res.symbol
+                frame.offset = res.offset + (pc - look)
+                frame.symbol_source = getattr(res, "source", "resolver")
+                return
+        image = self.image(m)
+        if image is not None:
+            try:
+                hit = image.export_lookup(look - m.base)
+            except DumpError:
+                hit = None
+            if hit is not None:
+                frame.symbol, disp = hit
+                frame.offset = disp + (pc - look)
+                frame.symbol_source = "exports"
+                return
+        frame.offset = pc - m.base
+        frame.symbol_source = "module"
+
+
+def walk_stack(reader: VirtualReader, context: Context, modules: ModuleList,
+               images: Optional[ImageProvider] = None, resolver: Optional[Resolver] = None,
+               max_frames: int = 256, scan_bytes: int = DEFAULT_SCAN_BYTES, *,
+               stack_range: Optional[Tuple[int, int]] = None,
+               read_budget: int = DEFAULT_READ_BUDGET) -> Stack:
+    """Walk the x64 stack that starts at ``context``; returns a WinDbg-style :class:`Stack`.
+
+    ``reader`` gives virtual memory (``read_virtual(va, size)``), ``modules`` the
+    loaded modules, ``images`` the PE images (unwind data, code bytes, exports),
+    ``resolver`` symbol names.  ``scan_bytes`` bounds each stack scan,
+    ``stack_range`` = (low, high) bounds RSP, ``read_budget`` the bytes read.
+    """
+    walker = StackWalker(reader, modules, images, resolver, scan_bytes=scan_bytes,
+                         stack_range=stack_range, read_budget=read_budget)
+    return walker.walk(context, max_frames)
