@@ -263,6 +263,75 @@ class Dump:
             self._contexts = kc.find_contexts(self)
         return self._contexts
 
+    # -- stacks and symbols ----------------------------------------------------------
+    def resolver(self, symbol_path=None, *, offline: Optional[bool] = None):
+        """The symbol resolver for ``symbol_path`` (text in ``_NT_SYMBOL_PATH`` syntax or a
+        :class:`dumpkit.symbolize.SymbolPath`; default: the ``_NT_SYMBOL_PATH`` environment
+        variable).  Images mapped in the dump are used first.  Cached per symbol path."""
+        from .pe.provider import DumpMemoryImages
+        from .symbolize import Resolver, SymbolPath
+        if symbol_path is None:
+            symbol_path = os.environ.get("_NT_SYMBOL_PATH", "")
+        key = symbol_path if isinstance(symbol_path, str) else id(symbol_path)
+        cache = self.__dict__.setdefault("_resolvers", {})
+        res = cache.get(key)
+        if res is None:
+            sp = symbol_path if isinstance(symbol_path, SymbolPath) else SymbolPath(symbol_path, offline=offline)
+            images = DumpMemoryImages(self) if self.physical is not None else None
+            res = cache[key] = Resolver(sp, offline=offline, images=images)
+        return res
+
+    def context(self, which: Union[str, int, Context, None] = None) -> Context:
+        """A register context by name ('header', 'exception', 'prcb', 'trap_frame', ...), by
+        the address of a CONTEXT record or KTRAP_FRAME, or as given."""
+        if isinstance(which, Context):
+            return which
+        ctxs = self.contexts
+        if which is None:
+            for name in ("header", "prcb", "exception"):
+                if name in ctxs:
+                    return ctxs[name]
+            raise DumpError("this dump has no usable register context", path=self.path)
+        if isinstance(which, str):
+            if which in ctxs:
+                return ctxs[which]
+            try:
+                which = int(which.replace("`", ""), 16)
+            except ValueError:
+                raise DumpError(f"no {which!r} context in this dump", path=self.path,
+                                hint="available: " + (", ".join(ctxs) or "none")) from None
+        from .kernel.context import (CONTEXT_SIZE, KTRAP_FRAME_SIZE, context_from_bytes,
+                                     context_from_trap_frame, looks_like_context)
+        data = self.try_read_virtual(which, CONTEXT_SIZE)
+        if data is not None and looks_like_context(data):
+            return context_from_bytes(data, "cxr", which, self.path)
+        data = self.try_read_virtual(which, KTRAP_FRAME_SIZE)
+        if data is not None:
+            ctx = context_from_trap_frame(data, which, self.path)
+            if self.modules.find(ctx.rip) is not None:
+                return ctx
+        raise DumpError(f"no CONTEXT or KTRAP_FRAME could be read at {which:#x}", path=self.path,
+                        hint="give an address of a CONTEXT record (.cxr) or a trap frame (.trap)")
+
+    def stack(self, context: Union[str, int, Context, None] = None, symbol_path=None, *,
+              max_frames: int = 256, offline: Optional[bool] = None):
+        """Walk the stack from ``context`` (default: the header context) and symbolize it.
+
+        Returns a :class:`dumpkit.model.Stack`; ``str(stack)`` is WinDbg's ``k`` layout.
+        Unwind data comes from images in the dump (full/bitmap dumps) or on the symbol path;
+        frames without it are found by a validated stack scan, and each records its trust.
+        """
+        from .unwind.walker import walk_stack
+        ctx = self.context(context)
+        res = self.resolver(symbol_path, offline=offline)
+        stack_range = None
+        if self.triage is not None:
+            f = self.triage.fields
+            if f.get("size_of_call_stack"):
+                stack_range = (self.triage.top_of_stack, self.triage.top_of_stack + f["size_of_call_stack"])
+        return walk_stack(self, ctx, self.modules, images=res, resolver=res, max_frames=max_frames,
+                          stack_range=stack_range)
+
     # -- summary -------------------------------------------------------------------
     @property
     def build(self) -> int:

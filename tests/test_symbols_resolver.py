@@ -158,13 +158,3 @@ def test_image_provider_is_asked_first(nd_store):
     assert r.report()[0].image_source == "provider"
 
 
-def test_pefile_stand_in_agrees_with_dumpkit_pe():
-    """The pefile-based stand-in (used only without dumpkit.pe) sees the same identity and exports."""
-    from dumpkit.pe.image import PEImage
-    from dumpkit.symbolize.resolver import _PefileImage
-
-    for p in (fixture("ndislike.sys"), shared_path("symstore", "amdppm.sys", "c9c030003b000", "amdppm.sys")):
-        a, b = _PefileImage(str(p)), PEImage.from_file(p)
-        assert a.codeview == tuple(b.codeview)
-        assert (a.timestamp, a.size_of_image) == (b.timestamp, b.size_of_image)
-        assert a.exports == b.exports

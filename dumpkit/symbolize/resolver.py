@@ -16,14 +16,11 @@ by identity, never by file name alone.
 """
 from __future__ import annotations
 
-import bisect
 import os
-import struct
-import uuid
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple, Union
 
-from ..errors import DumpError, ImageError
+from ..errors import DumpError
 from ..model import Module, windbg_module_name
 from .names import UnsafeNameError, as_guid, base_name
 from .pdb import Pdb
@@ -61,52 +58,10 @@ class Resolution:
 
 
 # ---------------------------------------------------------------------- image access
-class _PefileImage:
-    """Minimal stand-in for :class:`dumpkit.pe.image.PEImage` built on pefile (exports, CodeView)."""
-
-    def __init__(self, path: str) -> None:
-        import pefile  # runtime dependency of dumpkit
-
-        try:
-            pe = pefile.PE(path, fast_load=True)
-            pe.parse_data_directories(directories=[0, 6])
-        except Exception as exc:  # pefile raises PEFormatError and assorted others
-            raise ImageError(f"cannot parse image: {exc}", path=path) from None
-        self.path = path
-        self.timestamp = pe.FILE_HEADER.TimeDateStamp
-        self.size_of_image = pe.OPTIONAL_HEADER.SizeOfImage
-        exps = []
-        for s in getattr(getattr(pe, "DIRECTORY_ENTRY_EXPORT", None), "symbols", []) or []:
-            if s.name and not s.forwarder and s.address:
-                exps.append((s.address, s.name.decode("latin-1")))
-        self.exports = sorted(set(exps))
-        self.codeview = None
-        for d in getattr(pe, "DIRECTORY_ENTRY_DEBUG", []) or []:
-            if d.struct.Type != 2:
-                continue
-            raw = pe.get_data(d.struct.AddressOfRawData, min(d.struct.SizeOfData, 1024))
-            if raw[:4] == b"RSDS" and len(raw) >= 24:
-                name = raw[24:].split(b"\0", 1)[0].decode("utf-8", "replace")
-                self.codeview = (name, uuid.UUID(bytes_le=bytes(raw[4:20])).hex.upper(),
-                                 struct.unpack_from("<I", raw, 20)[0])
-                break
-        pe.close()
-        self._rvas = [r for r, _ in self.exports]
-
-    def export_lookup(self, rva: int) -> Optional[Tuple[str, int]]:
-        i = bisect.bisect_right(self._rvas, rva) - 1
-        if i < 0:
-            return None
-        return self.exports[i][1], rva - self.exports[i][0]
-
-
 def open_image(path: str) -> Any:
-    """The image at ``path`` as a :class:`dumpkit.pe.image.PEImage` (pefile-based stand-in if
-    ``dumpkit.pe`` is unavailable).  The one place the resolver touches PE parsing."""
-    try:
-        from ..pe.image import PEImage
-    except ImportError:  # pragma: no cover - dumpkit.pe ships with dumpkit
-        return _PefileImage(path)
+    """The image at ``path`` as a :class:`dumpkit.pe.image.PEImage`.  The one place the
+    resolver touches PE parsing."""
+    from ..pe.image import PEImage
     return PEImage.from_file(path)
 
 
@@ -318,6 +273,11 @@ class Resolver:
         return r
 
     # ------------------------------------------------------------------ reporting
+    def image_for(self, module: Module) -> Any:
+        """The module's image (from the provider or the symbol path), so the resolver can serve
+        as the stack walker's image provider and each image is loaded once."""
+        return self.module_symbols(module).image
+
     def report(self) -> List[ModuleSymbols]:
         """Per module looked at so far: image, PDB, what was tried where and why it failed."""
         return list(self._modules.values())
