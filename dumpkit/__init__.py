@@ -11,8 +11,10 @@ from .errors import *  # noqa: F401,F403
 from .errors import DumpError, DumpWarning
 from .formats.header import DumpHeader, ExceptionRecord
 from .model import Context, Frame, Module, ModuleList, Stack
+from .symbolize import Resolution, Resolver, SymbolPath
 
 __version__ = "0.1.0"
 
 __all__ = ["open", "Dump", "Bugcheck", "DumpHeader", "ExceptionRecord", "Context", "Frame", "Module",
-           "ModuleList", "Stack", "DumpError", "DumpWarning", "__version__"]
+           "ModuleList", "Stack", "SymbolPath", "Resolver", "Resolution", "DumpError", "DumpWarning",
+           "__version__"]

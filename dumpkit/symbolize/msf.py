@@ -21,12 +21,12 @@ Layout facts (all little-endian):
 """
 from __future__ import annotations
 
-import mmap
 import os
 import struct
 from typing import List, Optional, Tuple, Union
 
-from ..errors import PdbError
+from ..errors import DumpError, PdbError
+from ..io import Source
 
 MSF7_MAGIC = b"Microsoft C/C++ MSF 7.00\r\n\x1aDS\x00\x00\x00"
 MSF2_MAGIC = b"Microsoft C/C++ program database 2.00\r\n\x1aJG"
@@ -45,12 +45,11 @@ class MsfFile:
     superblock and the directory.
     """
 
-    def __init__(self, data: Union[bytes, bytearray, memoryview, mmap.mmap], path: str = "<memory>",
-                 _file=None) -> None:
+    def __init__(self, data: Union[bytes, bytearray, memoryview], path: str = "<memory>",
+                 _source: Optional[Source] = None) -> None:
         self.path = path
-        self._data = data
         self._mv = memoryview(data)
-        self._file = _file
+        self._source = _source
         self.file_size = len(self._mv)
         try:
             self._parse_superblock()
@@ -62,29 +61,15 @@ class MsfFile:
     # ------------------------------------------------------------------ opening
     @classmethod
     def open(cls, path: Union[str, os.PathLike]) -> "MsfFile":
-        p = os.fspath(path)
+        """Map the file read-only (through :class:`dumpkit.io.Source`)."""
         try:
-            f = open(p, "rb")
-        except OSError as exc:
-            raise PdbError(f"cannot open PDB: {exc.strerror or exc}", path=p) from None
+            src = Source.open(path)
+        except DumpError as exc:
+            raise PdbError(f"cannot open PDB: {exc.message}", path=os.fspath(path)) from None
         try:
-            size = os.fstat(f.fileno()).st_size
-            if size == 0:
-                f.close()
-                return cls(b"", p)
-            mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        except (OSError, ValueError):
-            data = f.read()
-            f.close()
-            return cls(data, p)
-        try:
-            return cls(mm, p, _file=f)
+            return cls(src.buffer, src.path, _source=src)
         except BaseException:
-            try:
-                mm.close()
-            except BufferError:  # pragma: no cover - a view escaped; the mapping goes with it
-                pass
-            f.close()
+            src.close()
             raise
 
     @classmethod
@@ -97,14 +82,9 @@ class MsfFile:
             self._mv.release()
         except Exception:  # pragma: no cover
             pass
-        if isinstance(self._data, mmap.mmap):
-            try:
-                self._data.close()
-            except BufferError:  # pragma: no cover
-                pass
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        if self._source is not None:
+            self._source.close()
+            self._source = None
 
     def __enter__(self) -> "MsfFile":
         return self
