@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+from .api import analyze
 from .dump import Bugcheck, Dump, open  # noqa: A004 - dumpkit.open is the public entry point
 from .errors import *  # noqa: F401,F403
 from .errors import DumpError, DumpWarning
@@ -15,6 +16,6 @@ from .symbolize import Resolution, Resolver, SymbolPath
 
 __version__ = "0.1.0"
 
-__all__ = ["open", "Dump", "Bugcheck", "DumpHeader", "ExceptionRecord", "Context", "Frame", "Module",
+__all__ = ["open", "analyze", "Dump", "Bugcheck", "DumpHeader", "ExceptionRecord", "Context", "Frame", "Module",
            "ModuleList", "Stack", "SymbolPath", "Resolver", "Resolution", "DumpError", "DumpWarning",
            "__version__"]

@@ -81,7 +81,7 @@ def failure_id_hash(bucket: str, user_mode: bool = False) -> str:
 
 def base_code(code: int) -> int:
     """0x1000007E -> 0x7E (the ``_M`` codes are the base code with bit 28 set)."""
-    if code & 0xF0000000 == 0x10000000 and code & 0x0FFF0000 == 0:
+    if code & 0xF0000000 == 0x10000000 and code & 0x0FFF0000 == 0 and code & 0xFFFF:
         return code & 0xFFFF
     return code
 

@@ -1,0 +1,96 @@
+"""Feeding a dump to the analysis engine.
+
+Everything the engine needs is gathered from the dump here: the context to analyse
+(exception > trap frame > header), the stack unwound from it, the bytes at the faulting
+IP, the exception record the bug check points at, version resources of the modules on the
+stack, and whether the faulting IP lies in a pageable section.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional
+
+from ..errors import DumpError
+from ..model import Context, Stack
+from .engine import Analysis, analyze_parts
+
+# bug checks whose P3 is the address of an EXCEPTION_RECORD
+_EXR_IN_P3 = {0x7E, 0x8E}
+
+
+def _analysis_context(dump: Any) -> Optional[Context]:
+    ctxs = dump.contexts
+    for name in ("exception", "trap_frame", "header", "prcb"):
+        if name in ctxs:
+            return ctxs[name]
+    return None
+
+
+def _exception(dump: Any) -> Optional[Dict[str, Any]]:
+    from ..kernel.contexts import exception_record_at
+    bc = dump.bugcheck
+    p = bc.parameters
+    if bc.base_code in _EXR_IN_P3 and p[2]:
+        rec = exception_record_at(dump, p[2])
+        if rec is not None:
+            out: Dict[str, Any] = {"code": rec.code, "address": rec.address}
+            if rec.parameters:
+                out["parameter1"] = rec.parameters[0]
+            if len(rec.parameters) > 1:
+                out["parameter2"] = rec.parameters[1]
+            return out
+    if bc.base_code == 0x1E:
+        return {"code": p[0] & 0xFFFFFFFF, "address": p[1], "parameter1": p[2], "parameter2": p[3]}
+    return None
+
+
+def analyze_dump(dump: Any, symbol_path: Any = None, *, offline: Optional[bool] = None) -> Analysis:
+    """Analyse an open :class:`dumpkit.Dump` (``symbol_path`` as for ``Dump.stack``)."""
+    warnings: List[str] = list(dump.warnings)
+    ctx = _analysis_context(dump)
+    stack = Stack()
+    if ctx is None:
+        warnings.append("no register context in the dump: no stack")
+    else:
+        try:
+            stack = dump.stack(ctx, symbol_path, offline=offline)
+        except DumpError as exc:
+            warnings.append(f"stack walk failed: {exc}")
+    fault_ip = ctx.rip if ctx is not None else None
+    fault_bytes = dump.try_read_virtual(fault_ip, 16) if fault_ip else None
+
+    # version resources and section names of the images the stack runs through
+    versions: Dict[str, Dict[str, str]] = {}
+    ip_in_paged: Optional[bool] = None
+    resolver = dump.resolver(symbol_path, offline=offline)
+    seen = set()
+    for f in stack:
+        m = dump.modules.find(f.instruction)
+        if m is None or m.name.lower() in seen:
+            continue
+        seen.add(m.name.lower())
+        try:
+            img = resolver.image_for(m)
+        except DumpError:
+            img = None
+        if img is None:
+            continue
+        vi = getattr(img, "version_info", None)
+        if vi:
+            versions[m.name] = dict(vi)
+        if fault_ip is not None and m.contains(fault_ip):
+            sec = img.section_for(fault_ip - m.base) if hasattr(img, "section_for") else None
+            name = getattr(sec, "name", None) if sec is not None else None
+            if name:
+                ip_in_paged = name.upper().startswith("PAGE")
+
+    process_name = None
+    try:
+        process_name = getattr(dump, "process_name", None)
+    except DumpError as exc:
+        warnings.append(f"process name unreadable: {exc}")
+    bc = dump.bugcheck
+    return analyze_parts(bc.code, bc.parameters, list(stack), modules=dump.modules, context=ctx,
+                         fault_bytes=fault_bytes, process_name=process_name, fault_ip=fault_ip,
+                         exception=_exception(dump), bugcheck_name=bc.name, module_versions=versions or None,
+                         ip_in_paged_code=ip_in_paged, stack_command=".cxr; k" if ctx is not None else None,
+                         source="dump", warnings=warnings)

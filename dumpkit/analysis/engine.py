@@ -1,0 +1,654 @@
+"""The analysis engine: bug check + stack + modules + context -> a verdict.
+
+:func:`analyze_parts` is the common core: a dump reader hands it the bug check, the
+unwound :class:`~dumpkit.model.Stack`, the module list, the faulting context and the
+instruction bytes at the faulting IP; :func:`analyze_text` parses pasted WinDbg text and
+feeds the same core.  The result, :class:`Analysis`, carries WinDbg's fields
+(FAILURE_BUCKET_ID, FAILURE_ID_HASH, MODULE_NAME, IMAGE_NAME, SYMBOL_NAME, ...) formed
+the way ``!analyze`` forms them, plus dumpkit's own verdict: the decoded fault, the
+culprit and the victims with reasons, the remediation steps and a confidence.
+
+The conclusion lines of a pasted ``!analyze`` report (MODULE_NAME, FAILURE_BUCKET_ID...)
+are never used to compute anything: they are kept in :attr:`Analysis.reported` and
+compared with dumpkit's own result.
+"""
+from __future__ import annotations
+
+import json
+import warnings as _warnings
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+
+from dumpkit.errors import DumpWarning
+from dumpkit.model import Context, Frame, Module, ModuleList, Stack
+
+from .bucket import (EXCEPTION_CODES, STATUS_ACCESS_VIOLATION, base_code, failure_bucket_id, failure_id_hash,
+                     is_access_violation_code)
+from .fault import FaultInfo, explain_fault
+
+__all__ = ["SCHEMA_VERSION", "Analysis", "Culprit", "Victim", "analyze_parts", "analyze_text", "infer_bugcheck"]
+
+#: version of the JSON document :meth:`Analysis.to_json` produces (see docs/json-schema.md)
+SCHEMA_VERSION = "1.0"
+
+# trap/exception plumbing: the frame *below* the last of these is where the fault happened
+_TRAP_HANDLERS = ("KiPageFault", "KiGeneralProtectionFault", "KiRaiseSecurityCheckFailure", "KiBreakpointTrap",
+                  "KiDivideErrorFault", "KiInvalidOpcodeFault", "KiDebugTrapOrFault", "KiDoubleFaultAbort",
+                  "KiStackFault", "KiSegmentNotPresentFault", "KiAlignmentFault", "KiXmmException",
+                  "KiFloatingErrorFault", "KiRaiseAssertion")
+_BUGCHECK_FRAMES = ("KeBugCheck", "KiBugCheckDispatch", "KiBugCheckDebugBreak", "DbgBreakPointWithStatus")
+_LOAD_FRAMES = {
+    "IopInitializeBootDrivers": "boot-start driver loading (IopInitializeBootDrivers, early boot)",
+    "IopInitializeSystemDrivers": "system-start driver loading at boot (IopInitializeSystemDrivers)",
+    "PnpCallDriverEntry": "the driver's DriverEntry routine (PnpCallDriverEntry)",
+    "IopLoadDriver": "driver loading (IopLoadDriver)",
+    "IopLoadUnloadDriver": "a service-control driver load/unload (IopLoadUnloadDriver)",
+    "PnpStartDevice": "a PnP device start (PnpStartDevice)",
+    "IopUnloadDriver": "driver unload (IopUnloadDriver)",
+}
+_HEAP_FRAMES = ("RtlpHp", "ExFreePool", "ExFreeHeapPool", "ExAllocatePool", "RtlpHeap", "ExpFreePool")
+
+
+@dataclass
+class Culprit:
+    """Who dumpkit blames, and why."""
+
+    module: Optional[str]                 # file name ('lwfmgr.sys'), None when it is not on the stack
+    vendor: Optional[str] = None
+    category: Optional[str] = None
+    reason: str = ""
+    in_box: Optional[bool] = None
+    service: Optional[str] = None
+    frame: Optional[int] = None           # index of its first frame on the stack
+
+    def to_json(self) -> dict:
+        return {"module": self.module, "vendor": self.vendor, "category": self.category, "reason": self.reason}
+
+    def __repr__(self) -> str:
+        return f"<Culprit {self.module} ({self.vendor}, {self.category})>"
+
+
+@dataclass
+class Victim:
+    """A module where the crash surfaced but which is not the cause."""
+
+    module: str
+    reason: str
+
+    def to_json(self) -> dict:
+        return {"module": self.module, "reason": self.reason}
+
+    def __repr__(self) -> str:
+        return f"<Victim {self.module}>"
+
+
+@dataclass
+class Analysis:
+    """The result of an analysis.  :meth:`to_json` is the documented contract (docs/json-schema.md)."""
+
+    bugcheck_code: Optional[int]
+    bugcheck_name: Optional[str]
+    parameters: List[int]
+    failure_bucket_id: Optional[str]
+    failure_id_hash: Optional[str]
+    module_name: Optional[str]
+    image_name: Optional[str]
+    symbol_name: Optional[str]
+    process_name: Optional[str]
+    fault: Optional[FaultInfo]
+    culprit: Culprit
+    victims: List[Victim] = field(default_factory=list)
+    callers: List[str] = field(default_factory=list)          # modules below the culprit: they called it
+    remediation: List[str] = field(default_factory=list)
+    confidence: str = "low"                       # 'high' | 'medium' | 'low'
+    followup: Any = None                          # followup.FollowupResult
+    followup_frame: Optional[Frame] = None
+    faulting_frame: Optional[Frame] = None
+    bugcheck_inferred: bool = False               # True when the code was inferred from the stack
+    bugcheck_description: str = ""
+    parameter_text: List[Tuple[str, int, str]] = field(default_factory=list)
+    frames: Stack = field(default_factory=Stack)
+    modules: ModuleList = field(default_factory=ModuleList)
+    context: Optional[Context] = None
+    exception: Dict[str, Any] = field(default_factory=dict)
+    load_context: Optional[str] = None            # 'system-start driver loading at boot ...'
+    stack_command: Optional[str] = None
+    followup_owner: str = "MachineOwner"
+    bucket_id_func_offset: Optional[int] = None
+    notes: List[str] = field(default_factory=list)
+    warnings: List[str] = field(default_factory=list)
+    reported: Dict[str, str] = field(default_factory=dict)   # WinDbg's own conclusions, when the input had them
+    debug_session_time: Optional[str] = None
+    system_uptime: Optional[str] = None
+    fields: Dict[str, str] = field(default_factory=dict)      # other !analyze fields passed through (text input)
+    fault_disasm: Any = None                                   # DisasmLine from text input
+    source: str = "dump"                                       # 'dump' | 'text'
+    schema_version: str = SCHEMA_VERSION
+
+    # --- output ---------------------------------------------------------------------------------
+    @property
+    def bugcheck(self) -> dict:
+        return {
+            "code": None if self.bugcheck_code is None else f"0x{self.bugcheck_code:x}",
+            "name": self.bugcheck_name,
+            "parameters": [f"0x{p:x}" for p in self.parameters],
+        }
+
+    def to_json(self, extended: bool = False) -> dict:
+        """The contract document (exactly its keys); ``extended=True`` adds dumpkit's working data."""
+        doc: Dict[str, Any] = {
+            "bugcheck": self.bugcheck,
+            "failure_bucket_id": self.failure_bucket_id,
+            "failure_id_hash": self.failure_id_hash,
+            "module_name": self.module_name,
+            "image_name": self.image_name,
+            "symbol_name": self.symbol_name,
+            "process_name": self.process_name,
+            "fault": None if self.fault is None else self.fault.to_json(),
+            "culprit": self.culprit.to_json(),
+            "victims": [v.to_json() for v in self.victims],
+            "remediation": list(self.remediation),
+            "schema_version": self.schema_version,
+        }
+        if extended:
+            doc["extended"] = {
+                "confidence": self.confidence,
+                "bugcheck_inferred": self.bugcheck_inferred,
+                "followup": None if self.followup is None or not hasattr(self.followup, "to_json")
+                else self.followup.to_json(),
+                "followup_owner": self.followup_owner,
+                "faulting_frame": None if self.faulting_frame is None else self.faulting_frame.index,
+                "load_context": self.load_context,
+                "callers": list(self.callers),
+                "frames": [f.to_json() for f in self.frames],
+                "notes": list(self.notes),
+                "warnings": list(self.warnings),
+                "reported": dict(self.reported),
+                "debug_session_time": self.debug_session_time,
+                "system_uptime": self.system_uptime,
+                "source": self.source,
+            }
+        return doc
+
+    def dumps(self, extended: bool = False, indent: Optional[int] = 2) -> str:
+        """:meth:`to_json` as a JSON string."""
+        return json.dumps(self.to_json(extended), indent=indent, ensure_ascii=False)
+
+    def render_text(self) -> str:
+        """``!analyze -v`` layout (see :func:`dumpkit.report.render_text`)."""
+        from dumpkit.report.text import render_text
+        return render_text(self)
+
+    def summary(self) -> str:
+        """A few lines: what crashed, who is to blame, what to do."""
+        from dumpkit.report.summary import render_summary
+        return render_summary(self)
+
+    def mismatches(self) -> Dict[str, Tuple[str, Optional[str]]]:
+        """WinDbg's reported value vs dumpkit's for the fields both have, where they differ."""
+        mine = {"MODULE_NAME": self.module_name, "IMAGE_NAME": self.image_name, "SYMBOL_NAME": self.symbol_name,
+                "FAILURE_BUCKET_ID": self.failure_bucket_id, "FAILURE_ID_HASH": self.failure_id_hash}
+        out = {}
+        for k, v in mine.items():
+            if k in self.reported and self.reported[k] != v:
+                out[k] = (self.reported[k], v)
+        return out
+
+    def __repr__(self) -> str:
+        bc = f"0x{self.bugcheck_code:X}" if self.bugcheck_code is not None else "?"
+        return (f"<Analysis {bc} {self.failure_bucket_id} culprit={self.culprit.module} "
+                f"confidence={self.confidence}>")
+
+
+# ---------------------------------------------------------------------------------------------------
+def _sym(f: Frame) -> str:
+    return f.symbol or ""
+
+
+def infer_bugcheck(frames: Sequence[Frame]) -> Tuple[Optional[int], Optional[int], str]:
+    """Guess (bug check code, exception code, why) from a stack pasted without its bug check.
+
+    A system thread's exception filter (``nt!PspSystemThreadStartup$filt$0``,
+    ``PspUnhandledExceptionInSystemThread``) calling KeBugCheckEx is
+    SYSTEM_THREAD_EXCEPTION_NOT_HANDLED (0x7E); a page fault (``KiPageFault``) dispatched as
+    an exception (``KiExceptionDispatch``) is an access violation (c0000005).
+    """
+    syms = [(f.module or "").lower() + "!" + _sym(f) for f in frames]
+    code: Optional[int] = None
+    why = []
+    if any("pspsystemthreadstartup$filt$" in s.lower() or "pspunhandledexceptioninsystemthread" in s.lower()
+           for s in syms) and any("KeBugCheck" in s for s in syms):
+        code = 0x7E
+        why.append("a system thread's exception filter called KeBugCheckEx (SYSTEM_THREAD_EXCEPTION_NOT_HANDLED)")
+    elif any(s.endswith("!KiSystemServiceHandler") for s in syms) and any("KeBugCheck" in s for s in syms):
+        code = 0x3B
+        why.append("the system-service exception handler called KeBugCheckEx (SYSTEM_SERVICE_EXCEPTION)")
+    elif any(s.startswith("nt!") and "KiBugCheckDispatch" in s for s in syms) and \
+            any("KiPageFault" in s for s in syms):
+        code = 0xD1
+        why.append("KiPageFault went straight to KiBugCheckDispatch (an IRQL page fault: 0xA or 0xD1)")
+    exc: Optional[int] = None
+    if any("KiPageFault" in s for s in syms) and any("KiExceptionDispatch" in s or "KiDispatchException" in s
+                                                     for s in syms):
+        exc = STATUS_ACCESS_VIOLATION
+        why.append("a page fault (KiPageFault) was dispatched as an exception: STATUS_ACCESS_VIOLATION")
+    elif any("KiGeneralProtectionFault" in s for s in syms):
+        exc = STATUS_ACCESS_VIOLATION
+        why.append("a general-protection fault is reported as STATUS_ACCESS_VIOLATION")
+    return code, exc, "; ".join(why)
+
+
+def _faulting_frame_index(frames: Sequence[Frame]) -> Optional[int]:
+    last_trap = None
+    for i, f in enumerate(frames):
+        if (f.module or "").lower() == "nt" and any(_sym(f).startswith(t) for t in _TRAP_HANDLERS):
+            last_trap = i
+    if last_trap is not None and last_trap + 1 < len(frames):
+        return last_trap + 1
+    for i, f in enumerate(frames):
+        s = _sym(f)
+        if (f.module or "").lower() == "nt" and (any(s.startswith(t) for t in _BUGCHECK_FRAMES)
+                                                  or "$filt$" in s or s in ("_C_specific_handler",
+                                                                            "RtlDispatchException",
+                                                                            "RtlpExecuteHandlerForException",
+                                                                            "KiDispatchException",
+                                                                            "KiExceptionDispatch",
+                                                                            "KiFastFailDispatch")):
+            continue
+        return i
+    return 0 if frames else None
+
+
+def _image_for(module: Optional[str], modules: ModuleList, kb: Any) -> Optional[str]:
+    if not module:
+        return None
+    m = modules.by_name(module) if len(modules) else None
+    low = module.lower()
+    if m is not None:
+        fname = m.name.replace("/", "\\").rsplit("\\", 1)[-1]
+        # the loader lists the kernel as ntoskrnl.exe; WinDbg's IMAGE_NAME is the image's own name
+        # (ntkrnlmp.exe on every multiprocessor x64 system)
+        if low == "nt" and fname.lower() == "ntoskrnl.exe":
+            return "ntkrnlmp.exe"
+        return fname
+    if low == "nt":
+        return "ntkrnlmp.exe"
+    if low == "hal":
+        return "hal.dll"
+    if kb is not None:
+        try:
+            rec = kb.module(module)
+        except Exception:
+            rec = None
+        if rec is not None:
+            stem = rec.file.rsplit(".", 1)[0]
+            if stem.lower() == low:
+                return module + "." + rec.file.rsplit(".", 1)[-1] if "." in rec.file else rec.file
+    if "." in module:
+        return module
+    return f"{module}.sys"
+
+
+def _classify(name: str, modules: ModuleList, versions: Mapping[str, Mapping[str, str]], kb: Any) -> Any:
+    try:
+        from .modules import classify_module
+    except ImportError:  # pragma: no cover - the module database ships with dumpkit
+        return None
+    m = modules.by_name(name) if len(modules) else None
+    vi = versions.get(name.lower()) or versions.get(name.rsplit(".", 1)[0].lower()) if versions else None
+    try:
+        return classify_module(m.name if m is not None else name, path=m.path if m is not None else None,
+                               version_info=vi, kb=kb)
+    except Exception as e:  # a broken KB entry must not sink the whole analysis
+        _warnings.warn(f"module classification failed for {name}: {e}", DumpWarning, stacklevel=3)
+        return None
+
+
+def _select_followup(frames: Sequence[Frame], kb: Any, rules: Any) -> Any:
+    from .followup import select_followup
+    return select_followup(frames, rules=rules, kb=kb)
+
+
+def _describe(info: Any) -> str:
+    """'an NDIS lightweight filter from Acme (third party)' from a ModuleInfo."""
+    cat = (info.category or "").strip()
+    noun = "a driver of unknown category" if cat in ("", "other") else \
+        ("an " if cat[:1].lower() in "aeio" or cat.startswith(("NDIS", "USB", "OS")) else "a ") + cat + " module"
+    vendor = (info.vendor or "").strip()
+    if vendor and not vendor.lower().startswith("unknown"):
+        noun += f" from {vendor}"
+    if info.in_box is False or (info.in_box is None and getattr(info, "role", "") == "culprit"):
+        noun += " (third party" + ("" if vendor and not vendor.lower().startswith("unknown") else
+                                  ", vendor not identified") + ")"
+    elif info.in_box:
+        noun += " (ships with Windows)"
+    return noun
+
+
+def _add(lst: List[str], item: str) -> None:
+    if item and item not in lst:
+        lst.append(item)
+
+
+def analyze_parts(bugcheck_code: Optional[int], parameters: Sequence[int], frames: Sequence[Frame],
+                  modules: Optional[Iterable[Module]] = None, context: Optional[Context] = None,
+                  fault_bytes: Optional[bytes] = None, process_name: Optional[str] = None, *,
+                  fault_ip: Optional[int] = None, fault_disasm: Any = None,
+                  exception: Optional[Mapping[str, Any]] = None, bugcheck_name: Optional[str] = None,
+                  parameter_text: Sequence[str] = (), module_versions: Optional[Mapping[str, Mapping[str, str]]] = None,
+                  irql: Optional[int] = None, ip_in_paged_code: Optional[bool] = None,
+                  av_region: Optional[str] = None, device_image: Optional[str] = None,
+                  stack_command: Optional[str] = None, setup_failures: Sequence[str] = (),
+                  debug_session_time: Optional[str] = None, system_uptime: Optional[str] = None,
+                  kb: Any = None, rules: Any = None, source: str = "dump",
+                  warnings: Sequence[str] = ()) -> Analysis:
+    """Analyse a crash from its parts (the common core of dump and text analysis).
+
+    ``frames`` is the stack of the analysis context, top first (for a dump: the stack
+    unwound from the exception/trap context or the bug-check thread); ``context`` the
+    register context of the faulting instruction; ``fault_bytes`` the bytes at its IP
+    (``fault_ip``, defaults to ``context.rip``).  ``exception`` may carry 'code',
+    'parameter1', 'parameter2' (the EXCEPTION_RECORD's) and 'memory_region'.
+    """
+    notes: List[str] = []
+    warn_list: List[str] = list(warnings)
+    if kb is None:
+        try:
+            from .kb import KnowledgeBase
+            kb = KnowledgeBase.load()
+        except Exception as e:
+            warn_list.append(f"knowledge base unavailable: {e}")
+            kb = None
+    mods = modules if isinstance(modules, ModuleList) else ModuleList(modules or [])
+    versions = {k.lower(): v for k, v in (module_versions or {}).items()}
+    stack = Stack(frames)
+    params = [int(p) & 0xFFFFFFFFFFFFFFFF for p in list(parameters)[:4]]
+    exc: Dict[str, Any] = dict(exception or {})
+
+    # --- bug check -----------------------------------------------------------------------------
+    inferred = False
+    code = bugcheck_code
+    inf_code, inf_exc, inf_why = infer_bugcheck(stack) if stack else (None, None, "")
+    if code is None and inf_code is not None:
+        code, inferred = inf_code, True
+        notes.append(f"bug check inferred from the stack: {inf_why}")
+    elif inf_why and code is None:
+        notes.append(f"from the stack: {inf_why}")
+    b = base_code(code) if code is not None else None
+    if "code" not in exc:
+        if b in EXCEPTION_CODES and params:
+            exc["code"] = params[0] & 0xFFFFFFFF
+        elif inf_exc is not None:
+            exc["code"] = inf_exc
+    info = None
+    if kb is not None and code is not None:
+        try:
+            info = kb.bugcheck(code)
+        except Exception:
+            info = None
+    name = bugcheck_name or (info.name if info is not None else None)
+    ptext: List[Tuple[str, int, str]] = []
+    if info is not None and params:
+        try:
+            ptext = info.describe_parameters(params)
+        except Exception:
+            ptext = []
+    if not ptext:
+        ptext = [(f"Arg{i + 1}", v, parameter_text[i] if i < len(parameter_text) else "") for i, v in enumerate(params)]
+
+    # --- image names on frames ------------------------------------------------------------------
+    for f in stack:
+        if f.module and not f.image_name:
+            f.image_name = _image_for(f.module, mods, kb)
+
+    # --- followup (WinDbg's attribution) -----------------------------------------------------------
+    fu = None
+    if stack:
+        try:
+            fu = _select_followup(stack, kb, rules)
+        except Exception as e:
+            warn_list.append(f"followup selection failed: {e}")
+    fmod = fu.module if fu is not None else None
+    fsym = fu.symbol if fu is not None else None
+    fframe = fu.frame if fu is not None else None
+    image = _image_for(fmod, mods, kb) if fmod else None
+    if fu is not None and getattr(fu, "image_name", None) and not len(mods):
+        image = fu.image_name if fmod and fmod.lower() not in ("nt", "hal") else image
+    symbol_name = fu.symbol_name if fu is not None and fmod else None
+
+    # --- the fault ---------------------------------------------------------------------------------
+    fi_idx = None
+    rip = context.get("rip") if context is not None else None
+    if rip:
+        fi_idx = next((i for i, g in enumerate(stack) if g.instruction == rip), None)
+    if fi_idx is None:
+        fi_idx = _faulting_frame_index(stack)
+    ffault = stack[fi_idx] if fi_idx is not None and stack else None
+    fault_symbol = None
+    if fault_disasm is not None and getattr(fault_disasm, "label", None):
+        fault_symbol = fault_disasm.label
+    elif ffault is not None and ffault.module:
+        fault_symbol = ffault.call_site
+    fault = explain_fault(bugcheck_code=code if not inferred else None, parameters=params if not inferred else (),
+                          parameter_text=parameter_text, context=context, instruction_bytes=fault_bytes,
+                          ip=fault_ip, disasm=fault_disasm, symbol=fault_symbol, irql=irql, exception=exc,
+                          ip_in_paged_code=ip_in_paged_code, region=exc.get("memory_region"))
+    if inferred and fault.kind == "unknown" and exc.get("code") == STATUS_ACCESS_VIOLATION:
+        fault.kind = "access_violation"
+        fault.explanation = (f"A page fault{(' in ' + fault_symbol) if fault_symbol else ''} was raised as an "
+                             f"access-violation exception that no handler caught"
+                             f"{' in a system thread' if b == 0x7E else ''}; the address is not in the pasted text.")
+    is_av = is_access_violation_code(code, params, exc.get("code")) or (
+        code is None and fault.kind not in ("unknown", "security_check"))
+
+    # --- bucket ------------------------------------------------------------------------------------
+    bucket = None
+    if code is not None or is_av:
+        bucket = failure_bucket_id(
+            code if code is not None else None, params, fmod, fsym,
+            exception_code=exc.get("code"), access=fault.access,
+            fault_kind=fault.kind if fault.kind in ("paged_ip", "null_ip", "bad_ip") else (
+                "av" if code is None and is_av else None),
+            av_region=None if av_region is None else av_region, frames=stack, process_name=process_name,
+            device_image=device_image, kb=kb)
+    bucket_hash = failure_id_hash(bucket) if bucket else None
+
+    # --- culprit and victims (dumpkit's verdict) ------------------------------------------------------
+    verdicts: Dict[str, Any] = {}
+
+    def verdict(mod: str) -> Any:
+        if mod not in verdicts:
+            verdicts[mod] = _classify(_image_for(mod, mods, kb) or mod, mods, versions, kb)
+        return verdicts[mod]
+
+    load_ctx = None
+    if fframe is not None:
+        below = stack[stack.index(fframe) + 1:] if fframe in stack else []
+        found = [desc for key, desc in _LOAD_FRAMES.items()
+                 if any((g.module or "").lower() == "nt" and _sym(g) == key for g in below)]
+        if found:
+            load_ctx = "; ".join(found[:3])
+
+    culprit_frame: Optional[Frame] = None
+    culprit_info = None
+    fu_info = verdict(fmod) if fmod else None
+    if fmod and (fu_info is None or getattr(fu_info, "role", "culprit") == "culprit"):
+        culprit_frame, culprit_info = fframe, fu_info
+    elif fmod:
+        # the followup is framework/OS code: blame the first third-party caller below it, if any
+        start = stack.index(fframe) + 1 if fframe in stack else 0
+        for g in stack[start:]:
+            if g.module and g.module != fmod:
+                v = verdict(g.module)
+                if v is not None and v.role == "culprit":
+                    culprit_frame, culprit_info = g, v
+                    break
+    culprit: Culprit
+    if culprit_frame is not None:
+        cimg = _image_for(culprit_frame.module, mods, kb) or culprit_frame.module
+        why = []
+        if culprit_frame is fframe:
+            why.append(f"{culprit_frame.call_site} is the followup frame: the first frame WinDbg's triage rules "
+                       f"attribute to a non-OS owner")
+        else:
+            why.append(f"the followup {fmod} is {getattr(fu_info, 'category', 'OS')} code that is usually a victim; "
+                       f"{culprit_frame.call_site} is the first third-party caller below it")
+        if culprit_info is not None:
+            why.append(f"{cimg} is {_describe(culprit_info)}")
+        if ffault is not None and ffault is not culprit_frame and ffault.module:
+            why.append(f"the fault surfaced in {ffault.call_site}, called from {cimg}")
+        if load_ctx:
+            why.append(f"it crashed during {load_ctx}")
+        culprit = Culprit(module=cimg, vendor=getattr(culprit_info, "vendor", None),
+                          category=getattr(culprit_info, "category", None), reason="; ".join(why) + ".",
+                          in_box=getattr(culprit_info, "in_box", None), service=getattr(culprit_info, "service", None),
+                          frame=culprit_frame.index)
+    elif fmod and fu_info is not None:
+        hint = fu_info.blame_instead or getattr(fu, "suspect_hint", "") or "the driver that called it"
+        culprit = Culprit(module=None, vendor=None, category=fu_info.category,
+                          reason=(f"The followup {symbol_name} is in {_image_for(fmod, mods, kb)}, "
+                                  f"{fu_info.category} code that is usually a victim, and no third-party caller is on "
+                                  f"the stack: look at {hint}."))
+    else:
+        culprit = Culprit(module=None, reason="no frame on the stack could be attributed to a module")
+
+    victims: List[Victim] = []
+    cidx = stack.index(culprit_frame) if culprit_frame is not None and culprit_frame in stack else len(stack)
+    start = fi_idx if fi_idx is not None else 0
+    for g in stack[start:cidx]:
+        if not g.module or (culprit_frame is not None and g.module == culprit_frame.module):
+            continue
+        img = _image_for(g.module, mods, kb) or g.module
+        if any(v.module == img for v in victims):
+            continue
+        v = verdict(g.module)
+        why = f"the crash surfaced in {g.call_site}"
+        if culprit.module:
+            why += f", which {culprit.module} called (directly or through the frames between)"
+        if v is not None:
+            role = f"{v.category} code" if v.category else "OS code"
+            why += f"; {img} is {role}{', shipped with Windows' if v.in_box else ''}"
+            if v.blame_instead and not culprit.module:
+                why += f"; look at {v.blame_instead}"
+        victims.append(Victim(img, why))
+
+    callers: List[str] = []
+    if culprit_frame is not None:
+        for g in stack[cidx + 1:]:
+            if g.module and g.module != culprit_frame.module:
+                img = _image_for(g.module, mods, kb) or g.module
+                if img not in callers:
+                    callers.append(img)
+
+    # --- remediation ------------------------------------------------------------------------------------
+    rem: List[str] = []
+    if culprit_info is not None:
+        for r in culprit_info.remediation:
+            _add(rem, r)
+        svc = culprit_info.service or (culprit.module.rsplit(".", 1)[0] if culprit.module else None)
+        if load_ctx and culprit_info.in_box is not True and svc and not any("Start" in r for r in rem):
+            _add(rem, f"To get past the crash (for example during an upgrade): set Start=4 (disabled) under "
+                      f"HKLM\\SYSTEM\\CurrentControlSet\\Services\\{svc}, reboot or upgrade, then restore the "
+                      f"original Start value.")
+        if not rem and culprit.module:
+            _add(rem, f"Update {culprit.module} to the vendor's latest version, or uninstall the product it belongs to.")
+    elif fmod and fu_info is not None:
+        for r in fu_info.remediation:
+            _add(rem, r)
+    for svc in setup_failures:
+        base = (culprit.module or "").rsplit(".", 1)[0].lower()
+        if svc.lower() != base and not any(svc.lower() in r.lower() for r in rem):
+            _add(rem, f"If setup still rolls back, disable {svc} the same way (Start=4 under "
+                      f"HKLM\\SYSTEM\\CurrentControlSet\\Services\\{svc}): its setupapi.dev.log section failed too.")
+    if any(any(h in _sym(g) for h in _HEAP_FRAMES) for g in stack[:cidx]) or fault.kind == "security_check":
+        target = f" /driver {culprit.module}" if culprit.module else ""
+        _add(rem, f"Pool corruption is caught late; to catch it where it happens, enable Driver Verifier with special "
+                  f"pool (verifier /standard{target}) and reproduce.")
+
+    # --- confidence ---------------------------------------------------------------------------------------
+    if culprit_frame is not None and culprit_frame is fframe and not inferred and code is not None:
+        confidence = "high"
+    elif culprit_frame is not None:
+        confidence = "medium"
+    else:
+        confidence = "low"
+    if culprit_info is not None and culprit_info.in_box is True and confidence == "high":
+        confidence = "medium"
+
+    if fault.kind == "null_lock":
+        notes.append("The crash is a page fault at raised IRQL inside a lock acquire: normally a blue screen. If the "
+                     "user only saw an error dialog, check that this dump belongs to the failure (compare its time "
+                     "with the setup logs).")
+    if debug_session_time:
+        notes.append(f"Debug session time: {debug_session_time}" +
+                     (f"; system uptime {system_uptime}" if system_uptime else ""))
+
+    off = fu.offset if fu is not None else None
+    if stack_command is None:
+        if b in (0x7E, 0x8E) and len(params) > 3 and params[3]:
+            stack_command = f".cxr 0x{params[3]:x} ; kb"
+        elif b == 0x3B and len(params) > 2 and params[2]:
+            stack_command = f".cxr 0x{params[2]:x} ; kb"
+        elif context is not None and "trap" in context.source.lower() and context.address:
+            stack_command = f".trap 0x{context.address:x} ; kb"
+        elif stack:
+            stack_command = "kb"
+
+    return Analysis(
+        bugcheck_code=code, bugcheck_name=name, parameters=params, failure_bucket_id=bucket,
+        failure_id_hash=bucket_hash, module_name=fmod, image_name=image, symbol_name=symbol_name,
+        process_name=process_name, fault=fault, culprit=culprit, victims=victims, callers=callers, remediation=rem,
+        confidence=confidence, followup=fu, followup_frame=fframe, faulting_frame=ffault,
+        bugcheck_inferred=inferred, bugcheck_description=getattr(info, "description", "") if info else "",
+        parameter_text=ptext, frames=stack, modules=mods, context=context, exception=exc, load_context=load_ctx,
+        stack_command=stack_command, followup_owner=getattr(fu, "owner", None) or "MachineOwner",
+        bucket_id_func_offset=off, notes=notes, warnings=warn_list, debug_session_time=debug_session_time,
+        system_uptime=system_uptime, fault_disasm=fault_disasm, source=source)
+
+
+_CONCLUSIONS = ("MODULE_NAME", "IMAGE_NAME", "SYMBOL_NAME", "FAILURE_BUCKET_ID", "FAILURE_ID_HASH", "FOLLOWUP_NAME",
+                "FOLLOWUP_IP", "BUCKET_ID", "PRIMARY_PROBLEM_CLASS", "DEFAULT_BUCKET_ID", "BUCKET_ID_FUNC_OFFSET",
+                "FAILURE_ID_HASH_STRING", "FAULTING_MODULE", "IMAGE_VERSION")
+
+
+def analyze_text(text: Union[str, bytes], *, kb: Any = None, rules: Any = None,
+                 source: Optional[str] = None) -> Analysis:
+    """Analyse pasted WinDbg text (``!analyze -v``, a ``k`` stack, ``lm``, ``r``, the faulting line).
+
+    Raises :class:`~dumpkit.errors.TextParseError` when nothing usable is found.
+    """
+    from dumpkit.text import parse_text
+    pt = parse_text(text, source=source)
+    f = pt.fields
+    ip_paged = None
+    if "IP_IN_PAGED_CODE" in f:
+        ip_paged = True
+    irql = None
+    if "CURRENT_IRQL" in f and f["CURRENT_IRQL"].split():
+        try:
+            irql = int(f["CURRENT_IRQL"].split()[0], 16)
+        except ValueError:
+            irql = None
+    stack = pt.frames
+    if pt.faulting_instruction is not None and stack and not stack[0].instruction and stack[0].module and \
+            pt.faulting_instruction.label and pt.faulting_instruction.label.split("+")[0] == \
+            (f"{stack[0].module}!{stack[0].symbol}" if stack[0].symbol else stack[0].module):
+        stack[0].instruction = pt.faulting_instruction.address
+    a = analyze_parts(
+        pt.bugcheck_code, pt.parameters, stack, modules=pt.modules, context=pt.registers, fault_bytes=None,
+        process_name=pt.process_name, fault_disasm=pt.faulting_instruction, exception=pt.exception,
+        bugcheck_name=pt.bugcheck_name, parameter_text=pt.parameter_text, module_versions=pt.module_versions,
+        irql=irql, ip_in_paged_code=ip_paged, setup_failures=pt.setup_failures,
+        debug_session_time=pt.debug_session_time, system_uptime=pt.system_uptime, kb=kb, rules=rules,
+        source="text", warnings=pt.warnings)
+    a.reported = {k: f[k] for k in _CONCLUSIONS if k in f and f[k]}
+    if "Failure.Bucket" in pt.key_values:
+        a.reported.setdefault("FAILURE_BUCKET_ID", pt.key_values["Failure.Bucket"])
+    if "Failure.Hash" in pt.key_values:
+        a.reported.setdefault("FAILURE_ID_HASH", pt.key_values["Failure.Hash"])
+    if pt.followup_owner:
+        a.reported["Followup"] = pt.followup_owner
+    a.fields = {k: v for k, v in f.items() if k not in _CONCLUSIONS}
+    for k, (theirs, mine) in a.mismatches().items():
+        a.notes.append(f"WinDbg reported {k} {theirs}; dumpkit computed {mine}")
+    return a
