@@ -35,7 +35,7 @@ _NOT_FIELDS = {"NOTE", "WARNING", "ERROR", "SYMSRV", "DBGHELP", "DBGENG", "TRIAG
                "URL", "HTTP", "HTTPS"}
 _MULTILINE = {"STACK_TEXT", "TRAP_FRAME", "CONTEXT", "EXCEPTION_RECORD", "FOLLOWUP_IP", "FAULTING_IP",
               "READ_ADDRESS", "WRITE_ADDRESS", "LOCK_ADDRESS", "PNP_TRIAGE_DATA", "LAST_CONTROL_TRANSFER",
-              "KEY_VALUES_STRING", "IRP_ADDRESS", "DEVICE_OBJECT", "DRIVER_OBJECT", "IMAGE_NAME"}
+              "KEY_VALUES_STRING", "IRP_ADDRESS"}
 _KV_KEY_RE = re.compile(r"^\s+Key\s*:\s*(?P<k>\S.*?)\s*$")
 _KV_VAL_RE = re.compile(r"^\s+Value\s*:\s*(?P<v>.*?)\s*$")
 _SESSION_RE = re.compile(r"^\s*Debug session time:\s*(?P<v>.+?)\s*$", re.I)

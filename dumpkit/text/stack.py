@@ -28,7 +28,7 @@ _TRAP_LINE_RE = re.compile(r"^\s*[-(]*\s*TrapFrame\s*@\s*([0-9a-fA-F`x]+)\s*[-)]
 _ANNOT_RE = re.compile(r"\((?:FPO|CONV|Inline Function @)[^()]{0,200}\)", re.I)
 _INDEX_RE = re.compile(r"^[0-9a-fA-F]{2,4}$")
 _INLINE_ADDR = "--------`--------"
-_SYM_HEAD_RE = re.compile(r"^[A-Za-z_$.][\w.$\-]*!\S")
+_SYM_HEAD_RE = re.compile(r"^[A-Za-z_$.][\w.$\-]*!(?:\S| \?\? )")
 _MODOFF_RE = re.compile(r"^[A-Za-z_][\w.\-]*\+(?:0x)?[0-9a-fA-F]+$")
 _MODULE_ONLY_RE = re.compile(r"^[A-Za-z_][\w.\-]*$")
 _HEADER_RE = re.compile(r"^\s*#?\s*(?:Memory\s+)?(?:Child-SP|ChildEBP|Child-BSP)\b|^\s*#\s+Call Site\s*$", re.I)
@@ -65,6 +65,8 @@ def _plausible_call_site(site: str, have_addrs: bool, have_index: bool) -> bool:
     if not toks:
         return False
     head = toks[0]
+    if head.endswith("!") and site[len(head):].startswith(" ?? "):
+        return True                      # nt! ?? ::FNODOBFM::`string'+0x10295 (compiler-split code)
     if head.endswith(":") or "=" in head:
         return False
     if _SYM_HEAD_RE.match(head):
@@ -213,7 +215,10 @@ def join_wrapped(lines: List[str], i: int, max_join: int = 2) -> Tuple[Optional[
         nxt = lines[i + k].strip()
         if not nxt:
             break
-        if parse_frame_line(nxt) is not None and not nxt.startswith(":"):
+        nfl = parse_frame_line(nxt)
+        if nfl is not None and (nfl.index is not None or nfl.child_sp):
+            break                      # the next line is a frame of its own
+        if looks_like_partial_frame(nxt) and re.match(r"^[0-9a-fA-F]{2,4}\s", nxt):
             break
         acc = acc + " " + nxt
         fl = parse_frame_line(acc)
