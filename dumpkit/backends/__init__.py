@@ -1,0 +1,1 @@
+"""Optional backends: other ways to reach a crash than reading the dump file ourselves."""
