@@ -329,8 +329,98 @@ class Dump:
             f = self.triage.fields
             if f.get("size_of_call_stack"):
                 stack_range = (self.triage.top_of_stack, self.triage.top_of_stack + f["size_of_call_stack"])
-        return walk_stack(self, ctx, self.modules, images=res, resolver=res, max_frames=max_frames,
-                          stack_range=stack_range)
+        stack = walk_stack(self, ctx, self.modules, images=res, resolver=res, max_frames=max_frames,
+                           stack_range=stack_range)
+        unloaded = self.unloaded_modules
+        if len(unloaded):
+            for f in stack:
+                if f.module is None:
+                    m = unloaded.find(f.instruction)
+                    if m is not None:          # WinDbg: Unloaded_name.sys+0x...
+                        f.module, f.offset, f.symbol = f"Unloaded_{m.name}", f.instruction - m.base, None
+        return stack
+
+    # -- kernel state (issue 3: dumpkit/kernel/{kdbg,layouts,process,contexts,summary}.py) -----
+    def _kstate(self) -> dict:
+        c = self.__dict__.get("_kstate_cache")
+        if c is None:
+            c = self.__dict__["_kstate_cache"] = {}
+        return c
+
+    @property
+    def kdbg_result(self):
+        """How reading the KDDEBUGGER_DATA64 went (``.status``, ``.reason``, ``.data``)."""
+        c = self._kstate()
+        if "kdbg" not in c:
+            from .kernel.kdbg import read_kdbg_block
+            res = c["kdbg"] = read_kdbg_block(self)
+            if res.status in ("encoded", "bad_size") or (res.status == "unreadable" and self.triage is None):
+                self._warn(res.reason)
+        return c["kdbg"]
+
+    @property
+    def kdbg(self):
+        """The plaintext KDDEBUGGER_DATA64 (:class:`~dumpkit.kernel.kdbg.KdDebuggerData`), or None
+        when it is absent, unreadable or encoded; ``kdbg_result.reason`` says which."""
+        return self.kdbg_result.data
+
+    @property
+    def layout(self):
+        """The structure layout chosen for this build (:class:`~dumpkit.kernel.layouts.LayoutChoice`)."""
+        c = self._kstate()
+        if "layout" not in c:
+            from .kernel.layouts import layout_for_build
+            c["layout"] = layout_for_build(self.build)
+        return c["layout"]
+
+    @property
+    def thread(self):
+        """The crashing thread and its process (:class:`~dumpkit.kernel.process.CrashThread`), or None
+        when the build's layout is unknown."""
+        c = self._kstate()
+        if "thread" not in c:
+            from .kernel.process import find_crash_thread
+            c["thread"] = find_crash_thread(self)
+        return c["thread"]
+
+    @property
+    def process_name(self) -> Optional[str]:
+        """EPROCESS.ImageFileName of the crashing process ('System', 'notmyfault64.e'), or None."""
+        return self.thread.process_name if self.thread else None
+
+    @property
+    def process_id(self) -> Optional[int]:
+        return self.thread.process_id if self.thread else None
+
+    @property
+    def thread_id(self) -> Optional[int]:
+        return self.thread.thread_id if self.thread else None
+
+    @property
+    def exception_record(self):
+        """The bug check's exception (:class:`ExceptionRecord`): read where a parameter points at one,
+        else built from the parameters (0x1E, 0x3B, 0x7E, 0x8E); None for other bug checks."""
+        c = self._kstate()
+        if "exr" not in c:
+            from .kernel.contexts import bugcheck_exception_record
+            c["exr"] = bugcheck_exception_record(self)
+        return c["exr"]
+
+    def find_module(self, address: int) -> Optional[Module]:
+        """The loaded module holding ``address``, else the unloaded driver whose old range holds it
+        (``Module.unloaded`` is True; WinDbg prints it as ``Unloaded_<name>``), else None."""
+        return self.modules.find(address) or self.unloaded_modules.find(address)
+
+    def trap_frame(self, address: int) -> Context:
+        """Decode the KTRAP_FRAME at ``address`` (``.trap``); MemoryReadError when it is not in the dump."""
+        from .kernel.contexts import trap_frame_at
+        return trap_frame_at(self, address)
+
+    def summary(self):
+        """The headline facts (:class:`~dumpkit.kernel.summary.Summary`)."""
+        from .kernel.summary import build_summary
+        return build_summary(self)
+    # -- end of kernel state -------------------------------------------------------------------
 
     # -- summary -------------------------------------------------------------------
     @property
@@ -390,6 +480,26 @@ class Dump:
         name = f" {bc.name}" if bc.name else ""
         return (f"<Dump {os.path.basename(self.path)!r} {self.dump_type} (type {self.dump_type_code}) "
                 f"build {self.build} bugcheck {bc.code:#x}{name}>")
+
+    # -- REPL (IPython/Jupyter pretty printing) ------------------------------------------
+    def _repr_pretty_(self, p, cycle: bool) -> None:
+        """``d`` at an IPython prompt: the repr, then the bugcheck, time and what the dump holds."""
+        if cycle or self.physical is None and self._sparse is None:     # closed (or cycle)
+            p.text(repr(self))
+            return
+        h = self.header
+        lines = [repr(self), f"  bugcheck   {self.bugcheck}",
+                 f"  machine    {h.machine}, build {h.build}, {h.number_processors} processors",
+                 f"  crashed    {h.system_time.isoformat() if h.system_time else 'not recorded'}"
+                 f" (up {self.uptime})"]
+        try:
+            lines.append(f"  modules    {len(self.modules)} loaded, {len(self.unloaded_modules)} unloaded;"
+                         f" contexts: {', '.join(self.contexts) or 'none'}")
+        except DumpError as exc:
+            lines.append(f"  modules    unavailable: {exc}")
+        if self.warnings:
+            lines.append(f"  warnings   {len(self.warnings)} (see .warnings)")
+        p.text("\n".join(lines))
 
 
 def open(path: Union[str, "os.PathLike[str]", bytes]) -> Dump:  # noqa: A001 - the public name is dumpkit.open

@@ -2,15 +2,24 @@
 
 * ``header``: the CONTEXT in the dump header (the CPU that called KeBugCheckEx, or for
   debugger-written dumps the debugger's current context);
-* ``prcb``: the context the crashing processor's KPRCB points at (triage data block);
-* ``exception``: the context the bug check parameters point at, per family:
-  0x7E/0x8E with a CONTEXT (P4), 0x3B (P3), 0x1E (exception record in the parameters),
-  0xA/0xD1/0x50 and 0x8E via a trap frame.
+* ``prcb``: the context the crashing processor's KPRCB points at (KPRCB + KDBG.OffsetPrcbContext);
+* ``cpu0``, ``cpu1``, ...: each processor's saved state (KDBG.KiProcessorBlock[i] -> KPRCB ->
+  Context pointer, else KPRCB.ProcessorState.ContextFrame) where the dump holds it;
+* ``exception``: the CONTEXT of the fault, per bug check family: 0x7E (P4), 0x3B (P3),
+  0x1E (found on the stack next to the exception, Rip == P2), 0x8E (P4 when it holds one);
+* ``trap_frame``: the KTRAP_FRAME of the fault: 0x8E (P3), 0x139 (P2), and for
+  0xA/0xD1 (P4 = faulting IP) and 0x50 (P3) the frame KiPageFault built, found by scanning
+  the stack for a KTRAP_FRAME whose Rip is the faulting IP with a plausible CS/SS/RSP.
+
+The exception record of the bug check (:func:`bugcheck_exception_record`) is read from
+memory where a parameter points at one (0x7E P3, 0x139 P3) and otherwise built from the
+parameters (0x1E: P1 code, P2 address, P3/P4 ExceptionInformation; 0x3B/0x8E: P1, P2).
 """
 from __future__ import annotations
 
+import struct
 import warnings
-from typing import TYPE_CHECKING, Dict, Optional
+from typing import TYPE_CHECKING, Dict, Iterator, List, Optional, Tuple
 
 from ..errors import DumpError, DumpWarning, MemoryReadError
 from ..formats.header import ExceptionRecord
@@ -21,6 +30,19 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..dump import Dump
 
 KDBG_OFFSET_PRCB_CONTEXT = 0x338
+KERNEL_MIN = 0xFFFF800000000000
+USER_MAX = 0x00007FFFFFFFFFFF
+MAX_SCAN = 0x80000                    # bytes of stack scanned for a trap frame / CONTEXT
+DEFAULT_STACK_SCAN = 0x8000           # from the header RSP when the thread's stack bounds are unknown
+_KERNEL_CS = 0x10
+_CS_VALUES = (0x10, 0x33, 0x23)
+_SS_VALUES = (0x00, 0x18, 0x2B)
+_EXR_HEAD = struct.Struct("<IIQQI")
+
+
+def _warn(dump: "Dump", text: str) -> None:
+    dump.warnings.append(text)
+    warnings.warn(DumpWarning(f"{dump.path}: {text}"), stacklevel=4)
 
 
 def _read_context(dump: "Dump", va: int, source: str) -> Optional[Context]:
@@ -33,34 +55,226 @@ def _read_context(dump: "Dump", va: int, source: str) -> Optional[Context]:
     return context_from_bytes(data, source, va, dump.path)
 
 
+def trap_frame_at(dump: "Dump", va: int) -> Context:
+    """Decode the KTRAP_FRAME at ``va`` (any, not only the bug check's).
+
+    Raises MemoryReadError when it is not in the dump.  The Context's ``source`` is
+    'trap_frame' and ``valid`` lists the registers a trap frame saves (not r12-r15).
+    """
+    data = dump.read_virtual(va, KTRAP_FRAME_SIZE)
+    return context_from_trap_frame(data, va, dump.path)
+
+
 def read_trap_frame(dump: "Dump", va: int) -> Optional[Context]:
     try:
-        return context_from_trap_frame(dump.read_virtual(va, KTRAP_FRAME_SIZE), va, dump.path)
+        return trap_frame_at(dump, va)
     except (MemoryReadError, DumpError):
         return None
 
 
 def exception_record_at(dump: "Dump", va: int) -> Optional[ExceptionRecord]:
     try:
-        return ExceptionRecord.from_bytes(dump.read_virtual(va, 0x98))
+        data = dump.read_virtual(va, 0x98)
     except MemoryReadError:
+        return None
+    try:
+        return ExceptionRecord.from_bytes(data)
+    except Exception:  # noqa: BLE001 - construct errors on garbage: not a record
         return None
 
 
-def _prcb_context(dump: "Dump") -> Optional[Context]:
+def plausible_trap_frame(data: bytes, off: int = 0) -> bool:
+    """CS/SS are real selectors, EFLAGS has its fixed bit, RSP fits the privilege level."""
+    if off + KTRAP_FRAME_SIZE > len(data):
+        return False
+    cs = int.from_bytes(data[off + 0x170:off + 0x172], "little")
+    ss = int.from_bytes(data[off + 0x188:off + 0x18A], "little")
+    efl = int.from_bytes(data[off + 0x178:off + 0x180], "little")
+    rsp = int.from_bytes(data[off + 0x180:off + 0x188], "little")
+    if cs not in _CS_VALUES or ss not in _SS_VALUES or not efl & 2 or efl >= 1 << 22:
+        return False
+    if cs == _KERNEL_CS:
+        return rsp >= KERNEL_MIN
+    return 0 < rsp <= USER_MAX
+
+
+# -- stack ranges ---------------------------------------------------------------------
+def stack_ranges(dump: "Dump") -> List[Tuple[int, int]]:
+    """[(start, end)] of the crashing thread's kernel stack that the dump can show."""
+    if dump.triage is not None:
+        out = []
+        for start, size, label in dump._sparse.intervals() if dump._sparse is not None else ():
+            if label == "stack":
+                out.append((start, start + min(size, MAX_SCAN)))
+        return out
+    th = dump.thread
+    if th is not None and th.stack_limit and th.stack_base and 0 < th.stack_base - th.stack_limit <= MAX_SCAN:
+        return [(th.stack_limit, th.stack_base)]
+    raw = dump.header.context_record
+    rsp = int.from_bytes(raw[0x98:0xA0], "little") if len(raw) >= 0xA0 else 0
+    if rsp >= KERNEL_MIN:
+        start = rsp & ~0xF
+        return [(start, min(start + DEFAULT_STACK_SCAN, 1 << 64))]
+    return []
+
+
+def _stack_buffers(dump: "Dump") -> Iterator[Tuple[int, bytes]]:
+    for start, end in stack_ranges(dump):
+        if end <= start:
+            continue
+        try:
+            yield start, dump.read_virtual(start, end - start, zero_fill=True)
+        except MemoryReadError:
+            continue
+
+
+def find_trap_frame_for_ip(dump: "Dump", ip: int, fault_address: Optional[int] = None) -> Optional[Context]:
+    """Scan the crashing thread's stack for the KTRAP_FRAME whose Rip is ``ip``.
+
+    Candidates must pass :func:`plausible_trap_frame`; one whose FaultAddress equals
+    ``fault_address`` (CR2 for page faults) wins; otherwise the lowest (most recent) one.
+    """
+    if not ip:
+        return None
+    want = struct.pack("<Q", ip)
+    best: Optional[Tuple[int, bool]] = None
+    for base, buf in _stack_buffers(dump):
+        pos = buf.find(want, 0x168)
+        while pos != -1:
+            off = pos - 0x168
+            if off % 8 == 0 and plausible_trap_frame(buf, off):
+                fa = int.from_bytes(buf[off + 0xD0:off + 0xD8], "little")
+                strong = fault_address is not None and fa == fault_address
+                va = base + off
+                if best is None or (strong and not best[1]):
+                    best = (va, strong)
+                if strong:
+                    break
+            pos = buf.find(want, pos + 1)
+        if best is not None and best[1]:
+            break
+    if best is None:
+        return None
+    return read_trap_frame(dump, best[0])
+
+
+def find_context_for_ip(dump: "Dump", ip: int) -> Optional[Context]:
+    """Scan the stack for a CONTEXT record (16-byte aligned) whose Rip is ``ip``."""
+    if not ip:
+        return None
+    want = struct.pack("<Q", ip)
+    for base, buf in _stack_buffers(dump):
+        pos = buf.find(want, 0xF8)
+        while pos != -1:
+            off = pos - 0xF8
+            va = base + off
+            if va % 16 == 0 and off + 0x100 <= len(buf) and looks_like_context(buf[off:off + 0x100]):
+                ctx = _read_context(dump, va, "exception")
+                if ctx is not None:
+                    return ctx
+            pos = buf.find(want, pos + 1)
+    return None
+
+
+def find_exception_record_for(dump: "Dump", code: int, address: int) -> Optional[Tuple[int, ExceptionRecord]]:
+    """(VA, record) of an EXCEPTION_RECORD on the stack with this code and address."""
+    want = struct.pack("<Q", address)
+    for base, buf in _stack_buffers(dump):
+        pos = buf.find(want, 0x10)
+        while pos != -1:
+            off = pos - 0x10
+            if (base + off) % 8 == 0 and off + 0x98 <= len(buf):
+                c, flags, _rec, _addr, n = _EXR_HEAD.unpack_from(buf, off)
+                if c == code & 0xFFFFFFFF and n <= 15 and flags < 0x100:
+                    rec = exception_record_at(dump, base + off)
+                    if rec is not None:
+                        return base + off, rec
+            pos = buf.find(want, pos + 1)
+    return None
+
+
+# -- processors ---------------------------------------------------------------------------
+def _prcb_context_offsets(dump: "Dump") -> Tuple[Optional[int], Optional[int]]:
+    """(KPRCB.Context pointer offset, ProcessorState.ContextFrame offset)."""
+    kd = dump.kdbg
+    ptr = frame = None
+    if kd is not None:
+        ptr = kd.field("OffsetPrcbContext") or None
+        frame = kd.field("OffsetPrcbProcStateContext") or None
+    if ptr is None or frame is None:
+        from .layouts import layout_for_build
+        ch = layout_for_build(dump.build)
+        if ch.layout is not None:
+            ptr = ptr or ch.layout.get("kprcb", "Context")
+            frame = frame or ch.layout.get("kprcb", "ContextFrame")
+    return ptr, frame
+
+
+def _context_of_prcb(dump: "Dump", prcb_va: int, name: str, ptr_off: Optional[int],
+                     frame_off: Optional[int]) -> Optional[Context]:
+    if ptr_off:
+        try:
+            ptr = dump.read_u64(prcb_va + ptr_off)
+        except MemoryReadError:
+            ptr = 0
+        if ptr >= KERNEL_MIN:
+            ctx = _read_context(dump, ptr, name)
+            if ctx is not None:
+                return ctx
+    if frame_off:
+        return _read_context(dump, prcb_va + frame_off, name)
+    return None
+
+
+def _triage_prcb_context(dump: "Dump") -> Optional[Context]:
     t = dump.triage
     if t is None or not t.fields.get("prcb_offset"):
         return None
-    from .modules import read_kdbg
-    kd = read_kdbg(dump)
-    if kd is None or len(kd) < KDBG_OFFSET_PRCB_CONTEXT + 2:
+    ptr_off, _frame = _prcb_context_offsets(dump)
+    if not ptr_off:
         return None
-    off = int.from_bytes(kd[KDBG_OFFSET_PRCB_CONTEXT:KDBG_OFFSET_PRCB_CONTEXT + 2], "little")
     try:
-        ptr = dump.source.u64(t.fields["prcb_offset"] + off)
+        ptr = dump.source.u64(t.fields["prcb_offset"] + ptr_off)
     except DumpError:
         return None
     return _read_context(dump, ptr, "prcb") if ptr else None
+
+
+def processor_contexts(dump: "Dump") -> Dict[str, Context]:
+    """'cpu0', 'cpu1', ... for every processor whose saved state is in the dump."""
+    from .process import _processor_prcbs
+    out: Dict[str, Context] = {}
+    ptr_off, frame_off = _prcb_context_offsets(dump)
+    if not ptr_off and not frame_off:
+        return out
+    for cpu, prcb in _processor_prcbs(dump):
+        ctx = _context_of_prcb(dump, prcb, f"cpu{cpu}", ptr_off, frame_off)
+        if ctx is not None:
+            out[f"cpu{cpu}"] = ctx
+    return out
+
+
+# -- the bug check's exception ---------------------------------------------------------------
+def bugcheck_exception_record(dump: "Dump") -> Optional[ExceptionRecord]:
+    """The exception behind the bug check, from memory or from its parameters."""
+    code = dump.bugcheck.base_code
+    p = dump.bugcheck.parameters
+    if code == 0x7E and p[2]:
+        rec = exception_record_at(dump, p[2])
+        if rec is not None and rec.code == p[0] & 0xFFFFFFFF:
+            return rec
+    if code == 0x139 and p[2]:
+        rec = exception_record_at(dump, p[2])
+        if rec is not None:
+            return rec
+    if code == 0x1E:
+        found = find_exception_record_for(dump, p[0], p[1]) if p[1] else None
+        if found is not None:
+            return found[1]
+        return ExceptionRecord(p[0] & 0xFFFFFFFF, 0, 0, p[1], (p[2], p[3]))
+    if code in (0x7E, 0x8E, 0x3B) and (p[0] or p[1]):
+        return ExceptionRecord(p[0] & 0xFFFFFFFF, 0, 0, p[1], ())
+    return None
 
 
 def find_contexts(dump: "Dump") -> Dict[str, Context]:
@@ -68,28 +282,50 @@ def find_contexts(dump: "Dump") -> Dict[str, Context]:
     raw = dump.header.context_record
     if looks_like_context(raw):
         out["header"] = context_from_bytes(raw, "header", None, dump.path)
-    prcb = _prcb_context(dump)
+    prcb = _triage_prcb_context(dump)
     if prcb is not None:
         out["prcb"] = prcb
+    try:
+        cpus = processor_contexts(dump)
+    except DumpError:
+        cpus = {}
+    out.update(cpus)
+    if "prcb" not in out and "header" in out:
+        for name, ctx in cpus.items():
+            if ctx.rsp == out["header"].rsp and ctx.rip == out["header"].rip:
+                out["prcb"] = Context(ctx.regs, "prcb", ctx.address)
+                break
+
     code = dump.bugcheck.base_code
     p = dump.bugcheck.parameters
     exc: Optional[Context] = None
+    tf: Optional[Context] = None
     if code in (0x7E, 0x8E) and p[3]:
         exc = _read_context(dump, p[3], "exception")
-    if exc is None and code == 0x3B and p[2]:
+    elif code == 0x3B and p[2]:
         exc = _read_context(dump, p[2], "exception")
-    if exc is None and code == 0x8E and p[2]:
+    elif code == 0x1E and p[1]:
+        exc = find_context_for_ip(dump, p[1])
+    if code == 0x8E and p[2]:
         tf = read_trap_frame(dump, p[2])
-        if tf is not None:
-            out["trap_frame"] = tf
-    if exc is None and code == 0x139 and p[1]:
+    elif code == 0x139 and p[1]:
         tf = read_trap_frame(dump, p[1])
-        if tf is not None:
-            out["trap_frame"] = tf
+    elif code in (0x0A, 0xD1) and p[3]:
+        tf = find_trap_frame_for_ip(dump, p[3], p[0])
+    elif code == 0x50 and p[2]:
+        tf = find_trap_frame_for_ip(dump, p[2], p[0])
     if exc is not None:
         out["exception"] = exc
-    elif code in (0x7E, 0x8E, 0x3B) and any(p):
-        msg = f"bug check {code:#x}: the CONTEXT its parameters point at is not in the dump"
-        dump.warnings.append(msg)
-        warnings.warn(DumpWarning(f"{dump.path}: {msg}"), stacklevel=3)
+    if tf is not None:
+        out["trap_frame"] = tf
+    if exc is None and code in (0x7E, 0x3B) and any(p):
+        _warn(dump, f"bug check {code:#x}: the CONTEXT its parameters point at is not in the dump")
+    if tf is None and code in (0x8E, 0x139) and any(p):
+        _warn(dump, f"bug check {code:#x}: the KTRAP_FRAME its parameters point at is not in the dump")
+    if tf is None and ((code in (0x0A, 0xD1) and p[3]) or (code == 0x50 and p[2])):
+        ip = p[3] if code != 0x50 else p[2]
+        _warn(dump, f"bug check {code:#x}: no trap frame with Rip {ip:#x} found on the captured stack")
+    if exc is None and code == 0x1E and p[1]:
+        _warn(dump, f"bug check 0x1e: no CONTEXT with Rip {p[1]:#x} found on the captured stack; "
+                    "the exception record comes from the parameters only")
     return out

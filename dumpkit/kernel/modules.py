@@ -2,7 +2,8 @@
 
 * triage dumps: the DUMP_DRIVER_ENTRY64 list and its string pool, and the unloaded list;
 * full/kernel/bitmap dumps: a walk of ``PsLoadedModuleList`` (KLDR_DATA_TABLE_ENTRY) with a
-  cycle guard and a count bound, and ``MmUnloadedDrivers`` through the KDBG when readable.
+  cycle guard, a count bound and per-entry sanity checks, and ``MmUnloadedDrivers`` through
+  the KDBG when it is readable (plaintext).
 
 A broken or looping list gives the modules read so far plus a DumpWarning, never a hang.
 """
@@ -15,14 +16,19 @@ from typing import TYPE_CHECKING, List, Optional, Tuple
 from ..errors import DumpWarning, MemoryReadError
 from ..formats.header import filetime_to_datetime
 from ..model import Module, ModuleList
+from .layouts import kldr_timestamp_offset
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..dump import Dump
 
 MAX_MODULES = 4096
 MAX_NAME_BYTES = 1024
+MAX_IMAGE_SIZE = 0x40000000          # 1 GiB: larger than any real driver image
+KERNEL_MIN = 0xFFFF800000000000
+KLDR_READ = 0xA0                     # through TimeDateStamp (0x9C) on Windows 10+
 _LIST = struct.Struct("<QQ")
 _US = struct.Struct("<HH4xQ")
+_KLDR = struct.Struct("<QQ 32x QQI4x 16s16s 8x 8x I")   # links, DllBase, EntryPoint, SizeOfImage, names, CheckSum
 
 
 def _warn(dump: "Dump", text: str) -> None:
@@ -35,6 +41,7 @@ def _base_name(name: str) -> str:
 
 
 def load_modules(dump: "Dump") -> Tuple[ModuleList, ModuleList]:
+    """(loaded, unloaded) for any dump type."""
     if dump.triage is not None:
         return _triage_modules(dump)
     return _walk_loaded_modules(dump), _unloaded_from_kdbg(dump)
@@ -55,9 +62,14 @@ def _triage_modules(dump: "Dump") -> Tuple[ModuleList, ModuleList]:
 def read_unicode_string(dump: "Dump", va: int) -> Optional[str]:
     """A UNICODE_STRING at ``va``; None when its buffer is not readable (paged pool, missing page)."""
     try:
-        length, _mx, buf = _US.unpack(dump.read_virtual(va, 16))
+        raw = dump.read_virtual(va, 16)
     except MemoryReadError:
         return None
+    return _unicode_from(dump, raw)
+
+
+def _unicode_from(dump: "Dump", raw16: bytes) -> Optional[str]:
+    length, _mx, buf = _US.unpack(raw16)
     if length == 0 or length > MAX_NAME_BYTES or length & 1 or not buf:
         return None
     try:
@@ -66,25 +78,50 @@ def read_unicode_string(dump: "Dump", va: int) -> Optional[str]:
         return None
 
 
-def _kldr_timestamp_offset(build: int) -> int:
-    # Win10+ _KLDR_DATA_TABLE_ENTRY has TimeDateStamp at 0x9C; Win7/8.1 at 0x80
-    return 0x9C if build >= 10240 else 0x80
+def pe_header_facts(dump: "Dump", base: int) -> Optional[Tuple[int, int]]:
+    """(TimeDateStamp, SizeOfImage) from the MZ/PE header mapped at ``base``, or None when
+    the header page is not in the dump or is not a PE32+ header."""
+    try:
+        mz = dump.read_virtual(base, 0x40)
+    except MemoryReadError:
+        return None
+    if mz[:2] != b"MZ":
+        return None
+    lfanew = int.from_bytes(mz[0x3C:0x40], "little")
+    if not 0x40 <= lfanew <= 0x800:
+        return None
+    try:
+        nt = dump.read_virtual(base + lfanew, 0x18 + 0x40)
+    except MemoryReadError:
+        return None
+    if nt[:4] != b"PE\0\0" or int.from_bytes(nt[0x18:0x1A], "little") != 0x20B:
+        return None
+    ts = int.from_bytes(nt[8:12], "little")
+    size = int.from_bytes(nt[0x18 + 56:0x18 + 60], "little")
+    return ts, size
 
 
 def _walk_loaded_modules(dump: "Dump") -> ModuleList:
     head = dump.header.ps_loaded_module_list
     if not head:
+        kd = dump.kdbg
+        head = kd.PsLoadedModuleList if kd is not None else None
+        if head:
+            _warn(dump, "PsLoadedModuleList is not set in the header; using the KDBG's copy")
+    if not head:
         _warn(dump, "PsLoadedModuleList is not set in the header: no module list")
         return ModuleList()
-    ts_off = _kldr_timestamp_offset(dump.build)
+    ts_off = kldr_timestamp_offset(dump.build)
     mods: List[Module] = []
     seen = {head}
+    pe_notes: List[str] = []
     try:
         flink = _LIST.unpack(dump.read_virtual(head, 16))[0]
     except MemoryReadError as exc:
         _warn(dump, f"cannot read PsLoadedModuleList at {head:#x}: {exc.message}")
         return ModuleList()
     while flink != head:
+        where = f"loaded-module list entry {len(mods)} at {flink:#x}"
         if flink in seen:
             _warn(dump, f"the loaded-module list loops at {flink:#x} after {len(mods)} entries; stopped there")
             break
@@ -93,75 +130,96 @@ def _walk_loaded_modules(dump: "Dump") -> ModuleList:
             break
         seen.add(flink)
         try:
-            entry = dump.read_virtual(flink, 0xA0)
+            entry = dump.read_virtual(flink, KLDR_READ)
         except MemoryReadError as exc:
-            _warn(dump, f"loaded-module list broken at entry {len(mods)} ({flink:#x}): {exc.message}")
+            _warn(dump, f"loaded-module list broken at {where}: {exc.message}; {len(mods)} modules read")
             break
-        nxt = int.from_bytes(entry[0:8], "little")
-        base = int.from_bytes(entry[0x30:0x38], "little")
-        size = int.from_bytes(entry[0x40:0x44], "little")
-        checksum = int.from_bytes(entry[0x78:0x7C], "little")
+        nxt, _blink, base, _entry_point, size, full_us, base_us, checksum = _KLDR.unpack_from(entry, 0)
+        if base & 0xFFF or base < KERNEL_MIN:
+            _warn(dump, f"{where}: DllBase {base:#x} is not a page-aligned kernel address; the list looks "
+                        f"corrupt there, stopped after {len(mods)} modules")
+            break
+        if not 0 < size <= MAX_IMAGE_SIZE:
+            _warn(dump, f"{where}: SizeOfImage {size:#x} is implausible; the list looks corrupt there, "
+                        f"stopped after {len(mods)} modules")
+            break
         ts = int.from_bytes(entry[ts_off:ts_off + 4], "little")
-        full = read_unicode_string(dump, flink + 0x48)
-        base_name = read_unicode_string(dump, flink + 0x58)
+        full = _unicode_from(dump, full_us)
+        base_name = _unicode_from(dump, base_us)
         name = base_name or (_base_name(full) if full else f"unknown_{base:x}")
+        pe = pe_header_facts(dump, base)
+        if pe is not None:
+            pe_ts, pe_size = pe
+            if pe_ts != ts:
+                pe_notes.append(f"{name}: entry TimeDateStamp {ts:#x}, PE header {pe_ts:#x}")
+                ts = pe_ts                       # the image itself is the authority
+            if pe_size and pe_size != size:
+                pe_notes.append(f"{name}: entry SizeOfImage {size:#x}, PE header {pe_size:#x}")
         mods.append(Module(name=name, base=base, size=size, path=full, timestamp=ts, checksum=checksum))
         flink = nxt
+    if pe_notes:
+        more = f" (and {len(pe_notes) - 3} more)" if len(pe_notes) > 3 else ""
+        _warn(dump, "loaded-module entries disagree with the PE headers in memory (PE values kept for "
+                    "TimeDateStamp): " + "; ".join(pe_notes[:3]) + more)
     return ModuleList(mods)
 
 
-# KDDEBUGGER_DATA64 offsets (plaintext copy)
-KDBG_MM_UNLOADED_DRIVERS = 0x220
-KDBG_MM_LAST_UNLOADED = 0x228
-_UNLOADED = struct.Struct("<HH4xQ QQ Q")       # UNICODE_STRING Name, StartAddress, EndAddress, CurrentTime
-MAX_UNLOADED = 50
-
-
-def read_kdbg(dump: "Dump") -> Optional[bytes]:
-    """The KDDEBUGGER_DATA64 block if it is readable and not encoded ('KDBG' owner tag)."""
-    va = dump.header.kd_debugger_data_block
-    if not va:
-        return None
-    try:
-        head = dump.read_virtual(va, 0x18)
-    except MemoryReadError:
-        return None
-    if head[0x10:0x14] != b"KDBG":
-        return None
-    size = int.from_bytes(head[0x14:0x18], "little")
-    size = min(max(size, 0x18), 0x1000)
-    try:
-        return dump.read_virtual(va, size)
-    except MemoryReadError:
-        return None
+# MmUnloadedDrivers: a ring of MI_UNLOADED_DRIVERS {UNICODE_STRING Name; StartAddress; EndAddress; CurrentTime}
+_UNLOADED = struct.Struct("<16sQQQ")
+UNLOADED_ENTRY = 0x28
+MAX_UNLOADED = 50                    # the kernel keeps the last 50 (MI_UNLOADED_DRIVERS)
 
 
 def _unloaded_from_kdbg(dump: "Dump") -> ModuleList:
-    kd = read_kdbg(dump)
-    if kd is None or len(kd) < KDBG_MM_LAST_UNLOADED + 8:
+    kd = dump.kdbg
+    if kd is None:
+        res = dump.kdbg_result
+        if res.status != "absent":
+            _warn(dump, f"unloaded drivers not available: {res.reason}")
+        return ModuleList()
+    arr_var = kd.MmUnloadedDrivers
+    last_var = kd.MmLastUnloadedDriver
+    if not arr_var:
         return ModuleList()
     try:
-        arr_ptr = int.from_bytes(kd[KDBG_MM_UNLOADED_DRIVERS:KDBG_MM_UNLOADED_DRIVERS + 8], "little")
-        last_ptr = int.from_bytes(kd[KDBG_MM_LAST_UNLOADED:KDBG_MM_LAST_UNLOADED + 8], "little")
-        if not arr_ptr:
-            return ModuleList()
-        arr = dump.read_u64(arr_ptr)
-        if not arr:
-            return ModuleList()
-        count = dump.read_virtual(last_ptr, 4) if last_ptr else b"\0\0\0\0"
-        n = min(int.from_bytes(count, "little"), MAX_UNLOADED)
-        out = []
-        for i in range(n):
-            ln, _mx, buf, start, end, t = _UNLOADED.unpack(dump.read_virtual(arr + i * 0x28, 0x28))
-            name = None
-            if buf and 0 < ln <= MAX_NAME_BYTES:
-                try:
-                    name = dump.read_virtual(buf, ln).decode("utf-16-le", errors="replace")
-                except MemoryReadError:
-                    name = None
-            out.append(Module(name=name or f"unloaded_{start:x}", base=start, size=max(0, end - start),
-                              unloaded=True, unload_time=filetime_to_datetime(t)))
-        return ModuleList(out)
+        arr = dump.read_u64(arr_var)
     except MemoryReadError as exc:
         _warn(dump, f"MmUnloadedDrivers unreadable: {exc.message}")
         return ModuleList()
+    if not arr:
+        return ModuleList()                # nothing unloaded since boot
+    last = None
+    if last_var:
+        try:
+            last = int.from_bytes(dump.read_virtual(last_var, 4), "little")
+        except MemoryReadError:
+            last = None
+    try:
+        raw = dump.read_virtual(arr, UNLOADED_ENTRY * MAX_UNLOADED)
+    except MemoryReadError as exc:
+        _warn(dump, f"the MmUnloadedDrivers array at {arr:#x} is unreadable: {exc.message}")
+        return ModuleList()
+    if last is not None and last <= MAX_UNLOADED:
+        order = [(last - 1 - i) % MAX_UNLOADED for i in range(MAX_UNLOADED)]    # most recent first
+    else:
+        if last is not None:
+            _warn(dump, f"MmLastUnloadedDriver is {last}, beyond the {MAX_UNLOADED}-entry ring; "
+                        "unloaded drivers listed in array order")
+        order = list(range(MAX_UNLOADED))
+    out = []
+    for i in order:
+        name_us, start, end, t = _UNLOADED.unpack_from(raw, i * UNLOADED_ENTRY)
+        length = int.from_bytes(name_us[:2], "little")
+        if length == 0 or not start or end <= start or start < KERNEL_MIN or end - start > MAX_IMAGE_SIZE:
+            continue
+        name = _unicode_from(dump, name_us)
+        out.append(Module(name=name or f"unloaded_{start:x}", base=start, size=end - start,
+                          unloaded=True, unload_time=filetime_to_datetime(t)))
+    return ModuleList(out)
+
+
+# kept for callers of the first version: the plaintext KDBG bytes or None
+def read_kdbg(dump: "Dump") -> Optional[bytes]:
+    """The KDDEBUGGER_DATA64 bytes if it is readable and not encoded ('KDBG' owner tag)."""
+    kd = dump.kdbg
+    return None if kd is None else kd.raw
