@@ -125,13 +125,18 @@ class _LineReader:
         self._stream = stream
         self.name = name
         self.stats = stats
+        self._stream_failed = stats.read_error is not None
 
     # -- raw reading -------------------------------------------------------
     def _read(self, n: int) -> bytes:
+        if self._stream_failed:
+            return b""
         try:
             data = self._stream.read(n)
         except Exception as e:  # noqa: BLE001 - zip CRC/zlib/EOF errors of damaged members
-            self.stats.read_error = f"{type(e).__name__}: {e}"
+            if self.stats.read_error is None:
+                self.stats.read_error = f"{type(e).__name__}: {e}"
+            self._stream_failed = True
             return b""
         return data or b""
 

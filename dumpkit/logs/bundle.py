@@ -1,0 +1,636 @@
+"""Case bundles: the folder or .zip of logs (and dumps) an engineer collects.
+
+:func:`open_bundle` walks a folder or a zip, recognises the setup artefacts by
+name and path (``Panther\\setupact.log``, ``$Windows.~BT\\Sources\\Panther\\...``,
+``UnattendGC``, ``setupapi\\setupapi.dev.log``, ``Rollback``, ``CBS``,
+``Minidump\\*.dmp``, ``MEMORY.DMP``, ``setupmem.dmp``, SetupDiag results) and
+parses what it can, streaming each member (nothing is extracted to disk).
+
+Damage is a finding, never a crash: an archive whose central directory is
+missing or broken (a truncated upload) is salvaged from its local headers;
+CRC mismatches, members that end early, encrypted or unsupported members,
+members over the size limits (zip bombs) and path-traversal names are listed
+in :attr:`LogBundle.problems`.
+"""
+from __future__ import annotations
+
+import io
+import mmap
+import os
+import re
+import struct
+import zipfile
+import zlib
+from dataclasses import dataclass, field
+from typing import BinaryIO, Callable, Dict, Iterator, List, Optional, Tuple, Union
+
+from ..errors import TextParseError
+from .panther import PantherLog, parse_panther
+from .setupapi import SetupApiLog, parse_setupapi
+from .setupdiag import SetupDiagResult, SetupIni, parse_setup_ini, parse_setupdiag
+
+MAX_MEMBERS = 20_000                 #: files looked at in one bundle
+MAX_MEMBER_BYTES = 2 << 30           #: uncompressed bytes read from one log (2 GiB)
+MAX_TOTAL_BYTES = 8 << 30            #: uncompressed bytes read from the whole bundle
+MAX_RATIO = 200                      #: declared compression ratio above which a big member is refused
+_RATIO_MIN_BYTES = 64 << 20          #: ... when it also declares more than this many bytes
+
+_LOCAL = struct.Struct("<4sHHHHHIIIHH")
+_LOCAL_SIG = b"PK\x03\x04"
+
+
+@dataclass(frozen=True)
+class BundleProblem:
+    """Something wrong with the bundle or one member (reported, not raised)."""
+
+    member: str
+    kind: str        # bad-archive | salvaged | crc | truncated | too-large | too-many | traversal |
+    #                  corrupt | encrypted | unsupported | unreadable | parse | skipped
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.member or '<bundle>'}: {self.kind}: {self.detail}"
+
+    def __repr__(self) -> str:
+        return f"<BundleProblem {self}>"
+
+
+@dataclass(frozen=True)
+class DumpFile:
+    """A crash dump found in the bundle (not opened here: hand ``path`` to the dump reader)."""
+
+    path: str
+    size: Optional[int]
+    kind: str            # memory | minidump | setupmem | dump
+    signature: str = ""  # PAGEDU64 | PAGEDUMP | MDMP | "" (unknown/unreadable)
+    in_rollback: bool = False
+
+    def __repr__(self) -> str:
+        sz = f" {self.size:,} bytes" if self.size is not None else ""
+        return f"<DumpFile {self.path} [{self.kind}]{' ' + self.signature if self.signature else ''}{sz}>"
+
+
+Parsed = Union[PantherLog, SetupApiLog, SetupDiagResult, SetupIni]
+
+
+@dataclass
+class BundleFile:
+    """One recognised member and what came of parsing it."""
+
+    path: str            # path inside the bundle, '/'-separated
+    kind: str            # panther | cbs | setupapi | setupdiag | ini | dump | evtx | archive | other
+    phase: str           # downlevel | oobe | rollback | newos | sysprep | panther | inf | "" ...
+    size: Optional[int] = None
+    parsed: Optional[Parsed] = None
+    problem: str = ""
+
+    def __repr__(self) -> str:
+        what = repr(self.parsed) if self.parsed is not None else (self.problem or "not parsed")
+        return f"<BundleFile {self.path} [{self.kind}/{self.phase or '-'}] {what}>"
+
+
+@dataclass
+class LogBundle:
+    """Everything found in a case folder or zip."""
+
+    source: str
+    is_zip: bool = False
+    salvaged: bool = False
+    files: List[BundleFile] = field(default_factory=list)
+    dumps: List[DumpFile] = field(default_factory=list)
+    problems: List[BundleProblem] = field(default_factory=list)
+
+    def _parsed(self, cls: type) -> List[Tuple[BundleFile, Parsed]]:
+        return [(f, f.parsed) for f in self.files if isinstance(f.parsed, cls)]
+
+    @property
+    def panther(self) -> List[Tuple[BundleFile, PantherLog]]:
+        """Panther-style logs (setupact/setuperr/UnattendGC/CBS/DISM) with their file records."""
+        return self._parsed(PantherLog)  # type: ignore[return-value]
+
+    @property
+    def setupapi(self) -> List[Tuple[BundleFile, SetupApiLog]]:
+        return self._parsed(SetupApiLog)  # type: ignore[return-value]
+
+    @property
+    def setupdiag(self) -> List[Tuple[BundleFile, SetupDiagResult]]:
+        return self._parsed(SetupDiagResult)  # type: ignore[return-value]
+
+    @property
+    def inis(self) -> List[Tuple[BundleFile, SetupIni]]:
+        return self._parsed(SetupIni)  # type: ignore[return-value]
+
+    @property
+    def damaged(self) -> bool:
+        return any(p.kind not in ("skipped",) for p in self.problems)
+
+    def find(self, pattern: str) -> List[BundleFile]:
+        """Files whose path contains ``pattern`` (case-insensitive, ``\\`` or ``/``)."""
+        pat = pattern.replace("\\", "/").lower()
+        return [f for f in self.files if pat in f.path.lower()]
+
+    def __repr__(self) -> str:
+        parsed = sum(1 for f in self.files if f.parsed is not None)
+        flags = " SALVAGED" if self.salvaged else ""
+        return (f"<LogBundle {self.source}{' (zip)' if self.is_zip else ''}{flags}: {len(self.files)} files,"
+                f" {parsed} parsed, {len(self.dumps)} dumps, {len(self.problems)} problems>")
+
+
+# --------------------------------------------------------------------------- classification
+_SETUPAPI_NAME = re.compile(r"^setupapi\.(dev|setup|offline|app)(?:\.[\w.-]+)?\.log$")
+_PANTHER_NAME = re.compile(r"^setup(act|err)(?:[_.-]?\w{0,20})?\.log$")
+_CBS_NAME = re.compile(r"^(?:cbs(?:_unattend)?|cbspersist_\d+|dism)\.log$")
+_SETUPDIAG_NAME = re.compile(r"^setupdiagresults?\.(?:log|xml|json)$")
+
+
+def classify_path(path: str) -> Tuple[str, str]:
+    """(kind, phase) for a path inside a case bundle (case-insensitive, either slash)."""
+    p = "/" + path.replace("\\", "/").lower().lstrip("/")
+    base = p.rsplit("/", 1)[-1]
+    if _SETUPAPI_NAME.match(base):
+        kind = "setupapi"
+    elif _PANTHER_NAME.match(base):
+        kind = "panther"
+    elif _CBS_NAME.match(base):
+        kind = "cbs"
+    elif _SETUPDIAG_NAME.match(base):
+        kind = "setupdiag"
+    elif base in ("rollbackinfo.ini", "setupplatform.ini"):
+        kind = "ini"
+    elif base.endswith(".dmp"):
+        kind = "dump"
+    elif base.endswith(".evtx"):
+        kind = "evtx"
+    elif base.endswith((".zip", ".cab", ".7z", ".rar")):
+        kind = "archive"
+    else:
+        kind = "other"
+    if "/unattendgc/" in p:
+        phase = "oobe"
+    elif "/rollback/" in p:
+        phase = "rollback"
+    elif "/panther/newos/" in p:
+        phase = "newos"
+    elif "/$windows.~bt/" in p and "/panther/" in p:
+        phase = "downlevel"
+    elif "/sysprep/panther/" in p:
+        phase = "sysprep"
+    elif "/panther/" in p:
+        phase = "panther"
+    elif "/inf/" in p:
+        phase = "inf"
+    elif "/logs/cbs/" in p or kind == "cbs":
+        phase = "cbs"
+    elif "/logs/setupdiag/" in p:
+        phase = "setupdiag"
+    else:
+        phase = ""
+    return kind, phase
+
+
+def _dump_kind(path: str) -> str:
+    base = path.replace("\\", "/").lower().rsplit("/", 1)[-1]
+    if base == "memory.dmp":
+        return "memory"
+    if base == "setupmem.dmp":
+        return "setupmem"
+    if "/minidump/" in "/" + path.replace("\\", "/").lower():
+        return "minidump"
+    return "dump"
+
+
+def _signature(head: bytes) -> str:
+    for sig in (b"PAGEDU64", b"PAGEDUMP", b"MDMP"):
+        if head.startswith(sig):
+            return sig.decode()
+    return ""
+
+
+def _unsafe(name: str) -> bool:
+    n = name.replace("\\", "/")
+    if not n or "\x00" in n or n.startswith("/") or re.match(r"^[A-Za-z]:", n):
+        return True
+    return any(part == ".." for part in n.split("/"))
+
+
+# --------------------------------------------------------------------------- parsing members
+class _Bounded(io.RawIOBase):
+    """A read-only stream that stops after ``limit`` bytes (and remembers it did)."""
+
+    def __init__(self, raw: BinaryIO, limit: int) -> None:
+        self.raw = raw
+        self.left = limit
+        self.hit_limit = False
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        if self.left <= 0:
+            if not self.hit_limit and self.raw.read(1):
+                self.hit_limit = True
+            return b""
+        if n is None or n < 0 or n > self.left:
+            n = self.left
+        data = self.raw.read(n)
+        self.left -= len(data)
+        return data
+
+    def close(self) -> None:
+        try:
+            self.raw.close()
+        except Exception:  # noqa: BLE001 - closing a damaged member must not raise
+            pass
+        super().close()
+
+
+_PARSERS: Dict[str, Callable[[BinaryIO, str, str], Parsed]] = {
+    "panther": lambda s, n, ph: parse_panther(s, name=n, keep="problems"),
+    "cbs": lambda s, n, ph: parse_panther(s, name=n, kind="cbs", keep="problems"),
+    "setupapi": lambda s, n, ph: parse_setupapi(s, name=n, keep_body="failures"),
+    "setupdiag": lambda s, n, ph: parse_setupdiag(s, name=n),
+    "ini": lambda s, n, ph: parse_setup_ini(s, name=n),
+}
+
+
+def _parse_member(bundle: LogBundle, bf: BundleFile, stream: BinaryIO, limit: int) -> int:
+    """Parse one member from ``stream``; returns the bytes consumed."""
+    bounded = _Bounded(stream, limit)
+    try:
+        bf.parsed = _PARSERS[bf.kind](bounded, bf.path, bf.phase)  # type: ignore[arg-type]
+    except TextParseError as e:
+        bf.problem = e.message
+        bundle.problems.append(BundleProblem(bf.path, "parse", e.message))
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, RuntimeError, NotImplementedError, ValueError) as e:
+        bf.problem = f"{type(e).__name__}: {e}"
+        bundle.problems.append(BundleProblem(bf.path, "unreadable", bf.problem))
+    finally:
+        bounded.close()
+    decode = getattr(bf.parsed, "decode", None)
+    err = getattr(decode, "read_error", None)
+    if err:
+        kind = "crc" if "CRC" in err else ("truncated" if ("EOF" in err or "ends early" in err) else "corrupt")
+        bf.problem = err
+        bundle.problems.append(BundleProblem(bf.path, kind, f"{err} (kept what was read)"))
+    if bounded.hit_limit:
+        bundle.problems.append(BundleProblem(bf.path, "too-large", f"read stopped at the {limit:,}-byte limit"))
+    return limit - bounded.left
+
+
+# --------------------------------------------------------------------------- folders
+def _open_folder(root: str, bundle: LogBundle, limits: Dict[str, int]) -> None:
+    total = 0
+    seen = 0
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        dirnames.sort()
+        for fn in sorted(filenames):
+            full = os.path.join(dirpath, fn)
+            rel = os.path.relpath(full, root).replace(os.sep, "/")
+            seen += 1
+            if seen > limits["max_members"]:
+                bundle.problems.append(BundleProblem("", "too-many", f"more than {limits['max_members']} files; rest ignored"))
+                return
+            if os.path.islink(full):
+                bundle.problems.append(BundleProblem(rel, "skipped", "symbolic link not followed"))
+                continue
+            kind, phase = classify_path(rel)
+            try:
+                size = os.path.getsize(full)
+            except OSError:
+                size = None
+            bf = BundleFile(rel, kind, phase, size)
+            bundle.files.append(bf)
+            if kind == "dump":
+                head = b""
+                try:
+                    with open(full, "rb") as f:
+                        head = f.read(8)
+                except OSError as e:
+                    bundle.problems.append(BundleProblem(rel, "unreadable", str(e)))
+                bundle.dumps.append(DumpFile(full, size, _dump_kind(rel), _signature(head), phase == "rollback"))
+                continue
+            if kind not in _PARSERS:
+                continue
+            if total >= limits["max_total"]:
+                bundle.problems.append(BundleProblem(rel, "too-large", "bundle byte budget used up; not parsed"))
+                continue
+            try:
+                stream = open(full, "rb")  # noqa: SIM115 - closed by _parse_member
+            except OSError as e:
+                bf.problem = str(e)
+                bundle.problems.append(BundleProblem(rel, "unreadable", str(e)))
+                continue
+            total += _parse_member(bundle, bf, stream, min(limits["max_member"], limits["max_total"] - total))
+
+
+# --------------------------------------------------------------------------- zips
+def _zip_error_kind(e: BaseException) -> str:
+    msg = str(e)
+    if isinstance(e, RuntimeError) and "encrypt" in msg.lower():
+        return "encrypted"
+    if isinstance(e, NotImplementedError):
+        return "unsupported"
+    return "unreadable"
+
+
+def _open_zip(zf: zipfile.ZipFile, bundle: LogBundle, limits: Dict[str, int]) -> None:
+    total = 0
+    infos = zf.infolist()
+    if len(infos) > limits["max_members"]:
+        bundle.problems.append(BundleProblem("", "too-many", f"{len(infos)} members; only the first "
+                                                              f"{limits['max_members']} looked at"))
+        infos = infos[: limits["max_members"]]
+    for info in infos:
+        try:
+            total += _zip_member(zf, info, bundle, limits, total)
+        except Exception as e:  # noqa: BLE001 - zipfile internals fail in many ways on damaged headers
+            bundle.problems.append(BundleProblem(str(getattr(info, "filename", "")), "unreadable",
+                                                 f"{type(e).__name__}: {e}"))
+
+
+def _zip_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, bundle: LogBundle, limits: Dict[str, int],
+                total: int) -> int:
+    """Handle one member of a readable zip; returns the bytes it consumed."""
+    name = info.filename
+    if not name:
+        bundle.problems.append(BundleProblem("", "traversal", "member without a name; ignored"))
+        return 0
+    if name.endswith("/"):
+        return 0
+    if _unsafe(name):
+        bundle.problems.append(BundleProblem(name, "traversal", "unsafe member name (absolute or '..'); ignored"))
+        return 0
+    norm = name.replace("\\", "/")
+    kind, phase = classify_path(norm)
+    bf = BundleFile(norm, kind, phase, info.file_size)
+    bundle.files.append(bf)
+    if kind == "dump":
+        head = b""
+        try:
+            with zf.open(info) as f:
+                head = f.read(8)
+        except Exception as e:  # noqa: BLE001 - any member damage is a finding
+            bundle.problems.append(BundleProblem(norm, _zip_error_kind(e), f"{type(e).__name__}: {e}"))
+        bundle.dumps.append(DumpFile(f"{bundle.source}!{norm}", info.file_size, _dump_kind(norm),
+                                     _signature(head), phase == "rollback"))
+        return 0
+    if kind not in _PARSERS:
+        return 0
+    if info.file_size > limits["max_member"]:
+        bf.problem = "declared size over the limit"
+        bundle.problems.append(BundleProblem(norm, "too-large", f"declares {info.file_size:,} bytes"
+                                                                 f" (limit {limits['max_member']:,}); not read"))
+        return 0
+    if info.file_size > _RATIO_MIN_BYTES and info.file_size > MAX_RATIO * max(1, info.compress_size):
+        bf.problem = "compression ratio too high"
+        bundle.problems.append(BundleProblem(norm, "too-large", f"{info.file_size:,} bytes from "
+                                                                 f"{info.compress_size:,} compressed (zip bomb?)"))
+        return 0
+    if total + info.file_size > limits["max_total"]:
+        bf.problem = "bundle byte budget used up"
+        bundle.problems.append(BundleProblem(norm, "too-large", "bundle byte budget used up; not read"))
+        return 0
+    try:
+        stream = zf.open(info)
+    except Exception as e:  # noqa: BLE001 - BadZipFile, encrypted, unsupported method...
+        bf.problem = f"{type(e).__name__}: {e}"
+        bundle.problems.append(BundleProblem(norm, _zip_error_kind(e), bf.problem))
+        return 0
+    if getattr(stream, "_expected_crc", None) is not None:
+        # zipfile raises on a CRC mismatch inside the read that returns the last data (losing it);
+        # check the CRC ourselves so the text is parsed and the mismatch reported after it
+        stream._expected_crc = None  # type: ignore[attr-defined]
+        stream = _CrcCheck(stream, info.CRC)
+    # the real data may exceed the declared size: read at most the declared size + 1 MiB
+    return _parse_member(bundle, bf, stream, min(limits["max_member"], info.file_size + (1 << 20)))
+
+
+class _CrcCheck(io.RawIOBase):
+    """Pass-through reader that raises BadZipFile at EOF when the CRC-32 does not match."""
+
+    def __init__(self, raw: BinaryIO, crc: int) -> None:
+        self.raw = raw
+        self.expected = crc
+        self.crc = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.raw.read(n)
+        if data:
+            self.crc = zlib.crc32(data, self.crc)
+        elif self.expected is not None:
+            exp, self.expected = self.expected, None
+            if exp != self.crc:
+                raise zipfile.BadZipFile(f"Bad CRC-32 (got {self.crc:08x}, directory says {exp:08x})")
+        return data
+
+    def close(self) -> None:
+        self.raw.close()
+        super().close()
+
+
+class _SalvageReader(io.RawIOBase):
+    """Decompress one member straight from its local header (no central directory)."""
+
+    def __init__(self, data, start: int, csize: Optional[int], method: int, crc: Optional[int]) -> None:
+        self.data = data
+        self.pos = start
+        self.end = min(len(data), start + csize) if csize is not None else len(data)
+        self.method = method
+        self.d = zlib.decompressobj(-15) if method == 8 else None
+        self.buf = b""
+        self.done = False
+        self.crc_expected = crc
+        self.crc = 0
+        self.data_end: Optional[int] = None
+        self.pending: Optional[BaseException] = None
+
+    def readable(self) -> bool:
+        return True
+
+    def _fill(self) -> None:
+        if self.d is None:
+            chunk = self.data[self.pos:min(self.end, self.pos + (1 << 16))]
+            self.pos += len(chunk)
+            if not chunk:
+                self.done = True
+                self.data_end = self.pos
+            self.buf += chunk
+            self.crc = zlib.crc32(chunk, self.crc)
+            return
+        if self.d.unconsumed_tail:
+            inp = self.d.unconsumed_tail
+        else:
+            inp = self.data[self.pos:min(self.end, self.pos + (1 << 16))]
+            self.pos += len(inp)
+            if not inp:
+                self.done = True
+                raise EOFError("compressed data ends early (truncated archive)")
+        out = self.d.decompress(inp, 1 << 20)
+        self.crc = zlib.crc32(out, self.crc)
+        self.buf += out
+        if self.d.eof:
+            self.done = True
+            self.data_end = self.pos - len(self.d.unused_data)
+
+    def read(self, n: int = -1) -> bytes:
+        if n is None or n < 0:
+            n = 1 << 20
+        if self.pending is not None and not self.buf:
+            err, self.pending = self.pending, None
+            raise err
+        try:
+            while len(self.buf) < n and not self.done:
+                self._fill()
+        except (EOFError, zlib.error) as e:
+            self.done = True
+            if not self.buf:
+                raise
+            self.pending = e          # hand out what was decompressed first
+        out, self.buf = self.buf[:n], self.buf[n:]
+        complete = self.data_end is not None
+        if not out and complete and self.crc_expected is not None and self.crc != self.crc_expected:
+            exp, self.crc_expected = self.crc_expected, None
+            raise zipfile.BadZipFile(f"Bad CRC-32 (got {self.crc:08x}, header says {exp:08x})")
+        return out
+
+
+def _salvage(data, bundle: LogBundle, limits: Dict[str, int]) -> None:
+    """Recover members of a zip whose central directory is unusable, from the local headers."""
+    pos = 0
+    total = 0
+    count = 0
+    n = len(data)
+    while count < limits["max_members"]:
+        off = data.find(_LOCAL_SIG, pos)
+        if off < 0 or off + _LOCAL.size > n:
+            break
+        (_sig, _ver, flags, method, _t, _d, crc, csize, usize, nlen, xlen) = _LOCAL.unpack_from(data, off)
+        name_b = data[off + 30: off + 30 + nlen]
+        start = off + 30 + nlen + xlen
+        if start > n or len(name_b) != nlen:
+            break
+        count += 1
+        name = name_b.decode("utf-8" if flags & 0x800 else "cp437", errors="replace")
+        known_size = not (flags & 0x08)
+        next_pos = start + csize if known_size and csize else off + 4
+        if name.endswith("/"):
+            pos = max(next_pos, off + 4)
+            continue
+        if _unsafe(name):
+            bundle.problems.append(BundleProblem(name, "traversal", "unsafe member name (absolute or '..'); ignored"))
+            pos = max(next_pos, off + 4)
+            continue
+        norm = name.replace("\\", "/")
+        kind, phase = classify_path(norm)
+        bf = BundleFile(norm, kind, phase, usize if known_size else None)
+        bundle.files.append(bf)
+        if flags & 0x01:
+            bundle.problems.append(BundleProblem(norm, "encrypted", "encrypted member; not read"))
+        elif method not in (0, 8):
+            bundle.problems.append(BundleProblem(norm, "unsupported", f"compression method {method}; not read"))
+        elif method == 0 and not known_size:
+            bundle.problems.append(BundleProblem(norm, "unsupported", "stored member without sizes; not read"))
+        elif kind == "dump":
+            rd = _SalvageReader(data, start, csize if known_size else None, method, None)
+            try:
+                head = rd.read(8)
+            except (EOFError, zlib.error, zipfile.BadZipFile):
+                head = b""
+            bundle.dumps.append(DumpFile(f"{bundle.source}!{norm}", usize if known_size else None, _dump_kind(norm),
+                                         _signature(head), phase == "rollback"))
+        elif kind in _PARSERS:
+            if known_size and usize > limits["max_member"]:
+                bundle.problems.append(BundleProblem(norm, "too-large", f"declares {usize:,} bytes; not read"))
+            elif total >= limits["max_total"]:
+                bundle.problems.append(BundleProblem(norm, "too-large", "bundle byte budget used up; not read"))
+            else:
+                rd = _SalvageReader(data, start, csize if known_size else None, method, crc if known_size else None)
+                total += _parse_member(bundle, bf, rd, min(limits["max_member"], limits["max_total"] - total))
+                if not known_size and rd.data_end is not None:
+                    next_pos = rd.data_end
+        pos = max(next_pos, off + 4)
+    if count >= limits["max_members"]:
+        bundle.problems.append(BundleProblem("", "too-many", f"more than {limits['max_members']} members"))
+    if count:
+        bundle.salvaged = True
+        bundle.problems.append(BundleProblem("", "salvaged", f"{count} member(s) recovered from local headers"))
+
+
+def open_bundle(path: Union[str, "os.PathLike[str]", bytes], *, max_members: int = MAX_MEMBERS,
+                max_member_bytes: int = MAX_MEMBER_BYTES, max_total_bytes: int = MAX_TOTAL_BYTES) -> LogBundle:
+    """Open a case folder, a .zip file, or zip bytes, and parse the setup logs in it.
+
+    Never raises for damaged content: problems are in ``bundle.problems``.
+    Raises :class:`TextParseError` only when ``path`` does not exist or is
+    neither a folder nor a readable file.
+    """
+    limits = {"max_members": max_members, "max_member": max_member_bytes, "max_total": max_total_bytes}
+    if isinstance(path, (bytes, bytearray, memoryview)):
+        bundle = LogBundle("<zip bytes>", is_zip=True)
+        _open_zip_data(bytes(path), bundle, limits)
+        return bundle
+    p = os.fspath(path)
+    if os.path.isdir(p):
+        bundle = LogBundle(p)
+        _open_folder(p, bundle, limits)
+        return bundle
+    if not os.path.isfile(p):
+        raise TextParseError("no such folder or file", path=p, expected="a case folder or a .zip")
+    bundle = LogBundle(p, is_zip=True)
+    try:
+        size = os.path.getsize(p)
+        with open(p, "rb") as f:
+            if size == 0:
+                bundle.problems.append(BundleProblem("", "bad-archive", "empty file"))
+                return bundle
+            head = f.read(4)
+            if head != _LOCAL_SIG and not zipfile.is_zipfile(f):
+                # a single log handed in directly: treat it as a one-file bundle
+                kind, phase = classify_path(os.path.basename(p))
+                bundle.is_zip = False
+                bf = BundleFile(os.path.basename(p), kind, phase, size)
+                bundle.files.append(bf)
+                if kind in _PARSERS:
+                    f.seek(0)
+                    _parse_member(bundle, bf, open(p, "rb"), max_member_bytes)  # noqa: SIM115
+                else:
+                    bundle.problems.append(BundleProblem(bf.path, "skipped", "not a zip and not a known log name"))
+                return bundle
+            f.seek(0)
+            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+                _open_zip_data(mm, bundle, limits, fileobj=f)
+    except OSError as e:
+        raise TextParseError(f"cannot read: {e.strerror or e}", path=p) from e
+    return bundle
+
+
+def _open_zip_data(data, bundle: LogBundle, limits: Dict[str, int], fileobj: Optional[BinaryIO] = None) -> None:
+    try:
+        zf = zipfile.ZipFile(fileobj if fileobj is not None else io.BytesIO(data))
+    except Exception as e:  # noqa: BLE001 - any failure to read the directory: salvage instead
+        bundle.problems.append(BundleProblem("", "bad-archive", f"{type(e).__name__}: {e}; trying to salvage"))
+        try:
+            _salvage(data, bundle, limits)
+        except Exception as e2:  # noqa: BLE001 - salvage is best effort on hostile bytes
+            bundle.problems.append(BundleProblem("", "bad-archive", f"salvage stopped: {type(e2).__name__}: {e2}"))
+        return
+    try:
+        _open_zip(zf, bundle, limits)
+    except Exception as e:  # noqa: BLE001 - damaged input must become a finding
+        bundle.problems.append(BundleProblem("", "bad-archive", f"{type(e).__name__}: {e}"))
+    finally:
+        zf.close()
+
+
+def iter_bundle_logs(bundle: LogBundle) -> Iterator[Tuple[BundleFile, Parsed]]:
+    """Every parsed member with its file record."""
+    for f in bundle.files:
+        if f.parsed is not None:
+            yield f, f.parsed
+
+
+__all__ = ["open_bundle", "LogBundle", "BundleFile", "BundleProblem", "DumpFile", "classify_path",
+           "iter_bundle_logs", "MAX_MEMBERS", "MAX_MEMBER_BYTES", "MAX_TOTAL_BYTES"]
