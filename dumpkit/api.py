@@ -17,15 +17,49 @@ def _looks_like_dump(path: str) -> bool:
 
 
 def analyze(target: Union[Dump, str, bytes, "os.PathLike[str]"], symbol_path: Any = None, *,
-            offline: Optional[bool] = None):
+            offline: Optional[bool] = None, logs: Any = None):
     """Analyse a crash: an open :class:`Dump`, the path of a dump or of a text file with pasted
     WinDbg output, or the pasted text itself.  Returns an :class:`~dumpkit.analysis.engine.Analysis`.
+
+    ``logs``: setup logs collected beside the dump (a folder, a .zip bundle, one log file, or
+    what :func:`dumpkit.logs.open_bundle` returned): the analysis then carries
+    ``correlations`` between the dump and the logs (same module in failing setupapi
+    sections, the crash time against the log errors, missing driver paths...).
     """
+    a = _analyze(target, symbol_path, offline)
+    if logs is not None:
+        attach_logs(a, logs)
+    return a
+
+
+def attach_logs(analysis: Any, logs: Any) -> Any:
+    """Correlate ``analysis`` with setup logs; fills ``analysis.correlations``."""
+    from .logs import correlate, summarize_logs
+    from .logs.correlate import parse_debug_session_time, parse_uptime
+
+    findings = summarize_logs(logs)
+    crash_time = getattr(analysis, "crash_time", None)
+    if crash_time is None and analysis.debug_session_time:
+        crash_time = parse_debug_session_time(analysis.debug_session_time)
+    uptime = getattr(analysis, "uptime", None)
+    if uptime is None and analysis.system_uptime:
+        uptime = parse_uptime(analysis.system_uptime)
+    modules = [f.module for f in analysis.frames if f.module]
+    analysis.correlations = correlate(findings, crash_time=crash_time, modules=modules,
+                                      culprit=analysis.culprit.module, uptime=uptime,
+                                      bugcheck_code=analysis.bugcheck_code)
+    analysis.log_findings = findings
+    return analysis
+
+
+def _analyze(target: Any, symbol_path: Any, offline: Optional[bool]):
     from .analysis.dumpsource import analyze_dump
     from .analysis.engine import analyze_text
 
     if isinstance(target, Dump):
-        return analyze_dump(target, symbol_path, offline=offline)
+        a = analyze_dump(target, symbol_path, offline=offline)
+        a.crash_time, a.uptime = target.crash_time, target.uptime
+        return a
     if isinstance(target, bytes):
         return analyze_text(target)
     text_or_path = os.fspath(target)
@@ -34,7 +68,7 @@ def analyze(target: Union[Dump, str, bytes, "os.PathLike[str]"], symbol_path: An
         raise DumpError("is a directory, not a dump or text file", path=text_or_path)
     if is_path and _looks_like_dump(text_or_path):
         with open_dump(text_or_path) as d:
-            return analyze_dump(d, symbol_path, offline=offline)
+            return _analyze(d, symbol_path, offline)
     if is_path:
         with open(text_or_path, "rb") as f:
             return analyze_text(f.read(), source=text_or_path)

@@ -123,6 +123,7 @@ class Analysis:
     fields: Dict[str, str] = field(default_factory=dict)      # other !analyze fields passed through (text input)
     fault_disasm: Any = None                                   # DisasmLine from text input
     source: str = "dump"                                       # 'dump' | 'text'
+    correlations: List[Any] = field(default_factory=list)      # dumpkit.logs.Correlation, when logs were given
     schema_version: str = SCHEMA_VERSION
 
     # --- output ---------------------------------------------------------------------------------
@@ -167,6 +168,9 @@ class Analysis:
                 "debug_session_time": self.debug_session_time,
                 "system_uptime": self.system_uptime,
                 "source": self.source,
+                "correlations": [{"kind": c.kind, "confidence": c.confidence, "module": c.module,
+                                  "summary": c.summary, "evidence": list(c.evidence),
+                                  "remediation": list(c.remediation)} for c in self.correlations],
             }
         return doc
 

@@ -188,6 +188,27 @@ def classify_path(path: str) -> Tuple[str, str]:
     return kind, phase
 
 
+_SNIFF_SETUPAPI = re.compile(r"^(?:>>>|<<<)\s+(?:\[|Section)", re.M)
+_SNIFF_PANTHER = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d, +(?:Info|Error|Warning)\b", re.M)
+
+
+def sniff_log_kind(sample: bytes) -> str:
+    """'setupapi', 'panther' or 'other', from the first bytes of a log (any supported encoding).
+
+    Used for a single file handed in by the user under a name of their own."""
+    from ._text import sniff_encoding
+    enc, skip = sniff_encoding(sample)
+    try:
+        text = sample[skip:].decode(enc, errors="replace")
+    except LookupError:
+        return "other"
+    if _SNIFF_SETUPAPI.search(text):
+        return "setupapi"
+    if _SNIFF_PANTHER.search(text):
+        return "panther"
+    return "other"
+
+
 def _dump_kind(path: str) -> str:
     base = path.replace("\\", "/").lower().rsplit("/", 1)[-1]
     if base == "memory.dmp":
@@ -590,6 +611,9 @@ def open_bundle(path: Union[str, "os.PathLike[str]", bytes], *, max_members: int
             if head != _LOCAL_SIG and not zipfile.is_zipfile(f):
                 # a single log handed in directly: treat it as a one-file bundle
                 kind, phase = classify_path(os.path.basename(p))
+                if kind == "other":
+                    f.seek(0)
+                    kind = sniff_log_kind(f.read(64 << 10))
                 bundle.is_zip = False
                 bf = BundleFile(os.path.basename(p), kind, phase, size)
                 bundle.files.append(bf)

@@ -46,6 +46,10 @@ def render_summary(a: Any, width: int = 100) -> str:
         lines.append("Do:")
         for n, r in enumerate(a.remediation, 1):
             lines += _wrap(f"  {n}. ", r, width)
+    for c in getattr(a, "correlations", ()):
+        lines += _wrap("Logs:     ", f"[{c.confidence}] {c.summary}", width)
+        for r in c.remediation:
+            lines += _wrap("          do: ", r, width)
     for n in a.notes:
         lines += _wrap("Note:     ", n, width)
     return "\n".join(lines)

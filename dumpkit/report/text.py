@@ -124,6 +124,16 @@ def render_text(a: Any) -> str:
         for n, r in enumerate(a.remediation, 1):
             L.extend(textwrap.wrap(r, 100, initial_indent=f"    {n}. ", subsequent_indent="       "))
         L.append("")
+    if getattr(a, "correlations", None):
+        L.append("DUMPKIT_SETUP_LOGS:")
+        for c in a.correlations:
+            L.extend(textwrap.wrap(f"[{c.confidence}] {c.summary}", 100, initial_indent="    ",
+                                   subsequent_indent="      "))
+            for e in c.evidence:
+                L.extend(textwrap.wrap(f"evidence: {e}", 100, initial_indent="      ", subsequent_indent="        "))
+            for r in c.remediation:
+                L.extend(textwrap.wrap(f"do: {r}", 100, initial_indent="      ", subsequent_indent="        "))
+        L.append("")
     for n in a.notes:
         L.extend(textwrap.wrap(n, 100, initial_indent="DUMPKIT_NOTE: ", subsequent_indent="    "))
     return "\n".join(L).rstrip() + "\n"
