@@ -45,6 +45,10 @@ class Correlation:
     remediation: Tuple[str, ...] = ()
     time_delta: Optional[timedelta] = None   # log time minus crash time, where one log event is the anchor
 
+    def __post_init__(self) -> None:
+        self.evidence = tuple(self.evidence or ())
+        self.remediation = tuple(self.remediation or ())
+
     def render(self) -> str:
         lines = [f"[{self.confidence}] {self.summary}"]
         lines += [f"    evidence: {e}" for e in self.evidence]
