@@ -46,8 +46,8 @@ class Correlation:
     time_delta: Optional[timedelta] = None   # log time minus crash time, where one log event is the anchor
 
     def __post_init__(self) -> None:
-        self.evidence = tuple(self.evidence or ())
-        self.remediation = tuple(self.remediation or ())
+        object.__setattr__(self, "evidence", tuple(self.evidence or ()))         # frozen dataclass
+        object.__setattr__(self, "remediation", tuple(self.remediation or ()))
 
     def render(self) -> str:
         lines = [f"[{self.confidence}] {self.summary}"]
