@@ -113,6 +113,23 @@ class ModuleList(Sequence[Module]):
     def __repr__(self) -> str:
         return f"<ModuleList {len(self)} modules>"
 
+    # -- REPL: an `lm`-like table in IPython/Jupyter ------------------------------------
+    def render(self, limit: Optional[int] = None) -> str:
+        """The modules by address, like WinDbg's ``lm`` (``limit`` rows at most)."""
+        rows = self._sorted if limit is None else self._sorted[:limit]
+        w = max([len(m.windbg_name) for m in rows] + [8])
+        lines = ["start             end                 module name"]
+        for m in rows:
+            ts = f"{m.timestamp:08x}" if m.timestamp is not None else "--------"
+            tag = "  (unloaded)" if m.unloaded else ""
+            lines.append(f"{windbg_hex(m.base)} {windbg_hex(m.end)}   {m.windbg_name:<{w}}  {ts}  {m.name}{tag}")
+        if limit is not None and len(self._sorted) > limit:
+            lines.append(f"... {len(self._sorted) - limit} more")
+        return "\n".join(lines)
+
+    def _repr_pretty_(self, p, cycle: bool) -> None:
+        p.text(repr(self) if cycle or not len(self) else repr(self) + "\n" + self.render(limit=40))
+
 
 class Context:
     """A register context (x64).  Registers are attributes and ``ctx['rax']``.
@@ -162,6 +179,26 @@ class Context:
     def __repr__(self) -> str:
         src = f" {self.source}" if self.source else ""
         return f"<Context{src} rip={self.ip:#018x} rsp={self.sp:#018x}>"
+
+    # -- REPL: registers tab-complete (ctx.r<TAB>) and print like WinDbg's `r` -----------
+    def __dir__(self) -> List[str]:
+        return sorted(set(object.__dir__(self)) | set(self.regs))
+
+    def render(self) -> str:
+        """The registers laid out like WinDbg's ``r`` (three per line); unknown ones as ``?``."""
+        names = [n for n in ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rip", "rsp", "rbp",
+                             "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15") if n in self.regs]
+        cells = [f"{n:>3}={self.regs[n]:016x}" if n in self.valid else f"{n:>3}=????????????????" for n in names]
+        lines = [" ".join(cells[i:i + 3]) for i in range(0, len(cells), 3)]
+        extra = [f"{n[-2:]}={self.regs[n]:04x}" for n in ("cs", "ss", "seg_cs", "seg_ss") if n in self.regs]
+        if "eflags" in self.regs:
+            extra.append(f"efl={self.regs['eflags']:08x}")
+        if extra:
+            lines.append("  ".join(extra))
+        return "\n".join(lines)
+
+    def _repr_pretty_(self, p, cycle: bool) -> None:
+        p.text(repr(self) if cycle else repr(self) + "\n" + self.render())
 
 
 # how a frame was found, strongest first (the names follow rust-minidump's trust levels)
@@ -232,6 +269,9 @@ class Stack(List[Frame]):
 
     def __repr__(self) -> str:
         return f"<Stack {len(self)} frames>\n" + self.render()
+
+    def _repr_pretty_(self, p, cycle: bool) -> None:        # IPython: the `k` layout
+        p.text(f"<Stack {len(self)} frames>" if cycle else repr(self))
 
 
 class VirtualReader(Protocol):
