@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import stat
 import struct
 from typing import Optional, Union
 
@@ -16,6 +17,7 @@ _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 _LARGE = 64 << 20
+MAX_STREAM = 4 << 30           # what we read from a pipe into memory, at most
 
 
 class Source:
@@ -47,7 +49,16 @@ class Source:
         except OSError as exc:
             raise DumpError(f"cannot open: {exc.strerror or exc}", path=p) from None
         try:
-            size = os.fstat(f.fileno()).st_size
+            st = os.fstat(f.fileno())
+            size = st.st_size
+            if not stat.S_ISREG(st.st_mode):
+                # a pipe, FIFO or character device: its size is unknown until read
+                data = f.read(MAX_STREAM + 1)
+                f.close()
+                if len(data) > MAX_STREAM:
+                    raise DumpError(f"more than {MAX_STREAM >> 20} MiB from a pipe", path=p,
+                                    hint="save the dump to a file and open that")
+                return cls(data, p)
             if size == 0:
                 f.close()
                 return cls(b"", p)
