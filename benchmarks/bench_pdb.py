@@ -68,6 +68,29 @@ def bench(path: str, repeat: int = 30, lookups: int = 200_000) -> dict:
     return out
 
 
+def peer_publics(path: str, repeat: int = 5) -> dict:
+    """The peer in the same run: `llvm-pdbutil dump --publics` (a separate process) against
+    dumpkit opening the PDB and listing every public in-process (both best of ``repeat``)."""
+    import shutil
+    import subprocess
+    tool = shutil.which("llvm-pdbutil")
+    ours = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        with Pdb.open(path) as pdb:
+            n = len(pdb.public_symbols())
+        ours.append(time.perf_counter() - t0)
+    out = {"publics": n, "dumpkit_ms": min(ours) * 1e3, "llvm_pdbutil_ms": None}
+    if tool:
+        theirs = []
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            subprocess.run([tool, "dump", "--publics", path], stdout=subprocess.DEVNULL, check=False)
+            theirs.append(time.perf_counter() - t0)
+        out["llvm_pdbutil_ms"] = min(theirs) * 1e3
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("pdbs", nargs="*")
@@ -84,6 +107,13 @@ def main(argv=None) -> int:
         r = bench(path, a.repeat, a.lookups)
         print(f"{r['pdb']:<24} {r['size']:>9,} {r['publics']:>8} {r['functions']:>6} {r['open_ms']:>8.2f} "
               f"{r['index_ms']:>9.2f} {r['lookups_per_s']:>11,.0f} {r['hit_rate']:>5.0%}")
+    print(f"\n{'all publics listed':<24} {'dumpkit ms':>11} {'llvm-pdbutil ms':>16} {'ratio':>7}")
+    for path in paths:
+        r = peer_publics(path)
+        theirs = r["llvm_pdbutil_ms"]
+        ratio = f"{theirs / r['dumpkit_ms']:>6.1f}x" if theirs else "      -"
+        print(f"{os.path.basename(path):<24} {r['dumpkit_ms']:>11.2f} "
+              f"{(f'{theirs:.2f}' if theirs else 'not installed'):>16} {ratio}")
     return 0
 
 

@@ -73,7 +73,14 @@ def main() -> int:
             n += 1
         return n
 
-    for name, fn in (("cfi", cfi), ("full", full), ("decode", decode)):
+    def decode_pefile():
+        # the peer: pefile parses the same exception directory with its UNWIND_INFO records
+        import pefile
+        pe = pefile.PE(data=data, fast_load=True)
+        pe.parse_data_directories(directories=[pefile.DIRECTORY_ENTRY["IMAGE_DIRECTORY_ENTRY_EXCEPTION"]])
+        return len(getattr(pe, "DIRECTORY_ENTRY_EXCEPTION", []))
+
+    for name, fn in (("cfi", cfi), ("full", full), ("decode", decode), ("decode_pefile", decode_pefile)):
         rate, runs, el = _rate(fn, args.seconds)
         results[name] = {"per_second": round(rate), "runs": runs, "seconds": round(el, 2)}
     results["full_walk_frames"] = len(first)
@@ -81,6 +88,9 @@ def main() -> int:
     print(f"triage_x64 from P4: full walk  {results['full']['per_second']:>9,} frames/s  "
           f"({len(first)} frames per walk, nt by scan)")
     print(f"Wdf01000.sys UNWIND_INFO decode {results['decode']['per_second']:>8,} records/s")
+    ratio = results["decode"]["per_second"] / max(1, results["decode_pefile"]["per_second"])
+    print(f"  pefile, same records           {results['decode_pefile']['per_second']:>8,} records/s  "
+          f"(dumpkit {ratio:.1f}x)")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     d.close()
