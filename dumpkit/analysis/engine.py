@@ -135,6 +135,21 @@ class Analysis:
             "parameters": [f"0x{p:x}" for p in self.parameters],
         }
 
+    @property
+    def incomplete_reasons(self) -> List[str]:
+        """Why this analysis cannot be trusted to be complete (empty when it can): no bug
+        check, no stack, nobody to blame; the warnings gathered on the way follow."""
+        reasons = []
+        if self.bugcheck_code is None:
+            reasons.append("no bug check code (none in the input and none could be inferred)")
+        if not len(self.frames):
+            reasons.append("no stack frames")
+        if self.culprit.module is None:
+            reasons.append("no module could be blamed")
+        if reasons:
+            reasons += [f"warning: {w}" for w in self.warnings][:5]
+        return reasons
+
     def to_json(self, extended: bool = False) -> dict:
         """The contract document (exactly its keys); ``extended=True`` adds dumpkit's working data."""
         doc: Dict[str, Any] = {

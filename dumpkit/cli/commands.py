@@ -348,36 +348,13 @@ def _render(analysis: Any, mode: str) -> str:
 
 
 def incomplete_reasons(analysis: Any) -> List[str]:
-    """Why an analysis cannot be trusted to be complete (empty when it is): an explicit
-    ``incomplete``/``incomplete_reasons`` attribute when the Analysis has one, else no bugcheck,
-    no stack, no culprit."""
-    for name in ("incomplete_reasons", "incomplete"):
-        v = getattr(analysis, name, None)
-        if v is not None and not callable(v) and not isinstance(v, bool):
-            return [v] if isinstance(v, str) else [str(x) for x in v]
-    if getattr(analysis, "complete", True) is False:
-        return [str(w) for w in getattr(analysis, "warnings", [])] or ["the analysis is incomplete"]
-    reasons = []
-    if getattr(analysis, "bugcheck_code", 0) is None:
-        reasons.append("no bug check code (none in the input and none could be inferred)")
-    frames = getattr(analysis, "frames", None)
-    if frames is not None and not len(frames):
-        reasons.append("no stack frames")
-    culprit = getattr(analysis, "culprit", None)
-    if culprit is not None and getattr(culprit, "module", "x") is None:
-        reasons.append("no module could be blamed")
-    if reasons:
-        reasons += [f"warning: {w}" for w in getattr(analysis, "warnings", [])][:5]
-    return reasons
+    """Why an analysis is incomplete (exit code 1): see ``Analysis.incomplete_reasons``."""
+    return list(analysis.incomplete_reasons)
 
 
 def _emit_analysis(analysis: Any, args) -> int:
     if args.json:
-        try:
-            doc = analysis.to_json(extended=args.extended)
-        except TypeError:
-            doc = analysis.to_json()
-        print_json(doc)
+        print_json(analysis.to_json(extended=args.extended))
     else:
         print(_render(analysis, "summary" if args.summary else "text"))
     reasons = incomplete_reasons(analysis)
