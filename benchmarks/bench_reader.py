@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import subprocess
 import sys
@@ -81,7 +80,6 @@ def worker(tool: str, path: str, reads: int) -> dict:
     import numpy as np
     pfns = _random_pfns(path, reads)
     base_rss = _rss_mb()
-    out_rss_pfns = base_rss
     out: dict = {"tool": tool}
     if tool == "dumpkit":
         import dumpkit
@@ -115,7 +113,6 @@ def worker(tool: str, path: str, reads: int) -> dict:
             rd(pfn << 12)
         out["random_reads_s"] = time.perf_counter() - t0
         # sequential: every present page through the public API, in PFN order
-        allp = _random_pfns(path, 0)  # warm import
         with open(path, "rb") as f:
             f.seek(0x2030)
             bits = int.from_bytes(f.read(8), "little")
@@ -129,7 +126,6 @@ def worker(tool: str, path: str, reads: int) -> dict:
             total += len(page)
         out["scan_s"] = time.perf_counter() - t0
         out["scan_bytes"] = total
-        del allp
     elif tool == "readinto":
         with open(path, "rb") as f:
             f.seek(0x2028)

@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
-import struct
 import warnings
 from typing import Dict, Iterator, List, Optional, Tuple, Union
 
-from .errors import (CorruptDumpError, DumpError, DumpWarning, MemoryReadError, NotADumpError,
+from .errors import (CorruptDumpError, DumpError, DumpWarning, MemoryReadError,
                      TranslationError, TruncatedDumpError)
 from .formats.header import DumpHeader, parse_header
 from .formats.triage import TriageDump, parse_triage
 from .io import Source
-from .memory.physical import PAGE_SIZE, BitmapLayer, PhysicalLayer, RunsLayer, check_data_fits
+from .memory.physical import BitmapLayer, PhysicalLayer, RunsLayer, check_data_fits
 from .memory.sparse import SparseMemory
 from .memory.x64 import X64Translator
 from .model import Context, Module, ModuleList

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import bisect
 import datetime as _dt
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Dict, Iterable, Iterator, List, Optional, Protocol, Sequence
 
 # x64 register names in UNWIND_CODE / CONTEXT order (0 = rax ... 15 = r15)

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import List, Mapping, Optional, Tuple
 
-from dumpkit.analysis.kb import KnowledgeBase, ModuleRecord, normalize_module_name
+from .kb import KnowledgeBase, normalize_module_name
 
 __all__ = ["ModuleInfo", "classify_module", "remediation_for"]
 

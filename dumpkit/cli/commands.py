@@ -307,46 +307,6 @@ def cmd_symbols(args) -> int:
 
 
 # ====================================================================== analyze / text
-def _analyze_fn():
-    """``dumpkit.analyze`` (the lead's entry point), imported lazily: the CLI works without it."""
-    import dumpkit
-    fn = getattr(dumpkit, "analyze", None)
-    if fn is None:
-        try:
-            from ..analysis.engine import analyze as fn  # type: ignore[no-redef,attr-defined]
-        except ImportError:
-            fn = None
-    if fn is None:
-        raise CliError("the dump analysis is not available in this dumpkit build", code=EXIT_INCOMPLETE,
-                       hint="info, modules, stack, read and symbols work without it")
-    return fn
-
-
-def _analyze_text_fn():
-    import dumpkit
-    fn = getattr(dumpkit, "analyze_text", None)
-    if fn is None:
-        try:
-            from ..analysis.engine import analyze_text as fn  # type: ignore[no-redef]
-        except ImportError:
-            fn = None
-    if fn is None:
-        analyze = _analyze_fn()
-        return lambda text, **kw: analyze(text, **kw)
-    return fn
-
-
-def _render(analysis: Any, mode: str) -> str:
-    if mode == "summary":
-        s = analysis.summary()
-        return s if isinstance(s, str) else str(s)
-    for name in ("render_text", "render", "to_text"):
-        m = getattr(analysis, name, None)
-        if callable(m):
-            return m()
-    return str(analysis)
-
-
 def incomplete_reasons(analysis: Any) -> List[str]:
     """Why an analysis is incomplete (exit code 1): see ``Analysis.incomplete_reasons``."""
     return list(analysis.incomplete_reasons)
@@ -356,7 +316,7 @@ def _emit_analysis(analysis: Any, args) -> int:
     if args.json:
         print_json(analysis.to_json(extended=args.extended))
     else:
-        print(_render(analysis, "summary" if args.summary else "text"))
+        print(analysis.summary() if args.summary else analysis.render_text())
     reasons = incomplete_reasons(analysis)
     if reasons:
         raise Incomplete(reasons)
@@ -364,7 +324,7 @@ def _emit_analysis(analysis: Any, args) -> int:
 
 
 def cmd_analyze(args) -> int:
-    analyze = _analyze_fn()
+    from ..api import analyze
     with open_dump(args.file) as d:
         kw: Dict[str, Any] = {"offline": True} if args.offline else {}
         if getattr(args, "logs", None):
@@ -377,7 +337,7 @@ def cmd_analyze(args) -> int:
 
 
 def cmd_text(args) -> int:
-    analyze_text = _analyze_text_fn()
+    from ..analysis.engine import analyze_text
     text, name = read_text_input(args.file)
     analysis = analyze_text(text)
     return _emit_analysis(analysis, args)

@@ -11,7 +11,7 @@ import argparse
 import os
 import sys
 import warnings
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, NoReturn, Optional
 
 from ..errors import (CorruptDumpError, DumpError, DumpWarning, MemoryReadError, NotADumpError, SymbolError,
                       TextParseError, TruncatedDumpError, UnsupportedDumpError)
@@ -40,7 +40,7 @@ exit codes: 0 ok, 1 analysis incomplete, 2 usage, 3 bad input file, 130 interrup
 class _Parser(argparse.ArgumentParser):
     """argparse with dumpkit's one-line usage errors (exit 2) and a hint."""
 
-    def error(self, message: str) -> "NoReturn":  # type: ignore[name-defined]  # noqa: F821
+    def error(self, message: str) -> NoReturn:
         raise CliError(message, code=EXIT_USAGE, hint=f"see '{self.prog} --help'")
 
 

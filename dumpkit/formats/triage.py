@@ -6,17 +6,15 @@ against the file before use; a section that does not fit is dropped with a warni
 """
 from __future__ import annotations
 
-import datetime as _dt
 import struct
 import warnings
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional
 
 import construct as c
 
 from ..errors import CorruptDumpError, DumpWarning, TruncatedDumpError
 from ..io import Source
-from .header import filetime_to_datetime
 
 TRIAGE_OFFSET = 0x2000
 TRIAGE_VALID = b"TRGD"
