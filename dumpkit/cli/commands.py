@@ -28,7 +28,9 @@ def cmd_info(args) -> int:
             for k in ("process_name", "process_id", "thread_id"):
                 info.setdefault(k, None)
         info["module_count"] = len(d.modules)
-        info["contexts"] = sorted(d.contexts)
+        # natural order: cpu2 before cpu10
+        info["contexts"] = sorted(d.contexts, key=lambda n: (n.rstrip("0123456789"),
+                                                             int(n[len(n.rstrip("0123456789")):] or -1)))
         if args.json:
             print_json(info)
             return EXIT_OK
