@@ -5,31 +5,14 @@ WinDbg prints, and the stack below is the real one from the seed case (cases.md,
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from dumpkit.backends.pykd import COMMANDS, PykdTarget, analyze_target
 from dumpkit.errors import MemoryReadError, UnsupportedDumpError
 
-CASE2_K = """\
- # Child-SP          RetAddr               Call Site
-00 ffffec01`df2062d8 fffff804`0c9d08c2     nt!KeBugCheckEx
-01 ffffec01`df2062e0 fffff804`0c991bcf     nt!PspSystemThreadStartup$filt$0+0x44
-02 ffffec01`df206320 fffff804`0c9c0baf     nt!_C_specific_handler+0x9f
-03 ffffec01`df206390 fffff804`0c83df60     nt!RtlpExecuteHandlerForException+0xf
-04 ffffec01`df2063c0 fffff804`0c914154     nt!RtlDispatchException+0x430
-05 ffffec01`df206b10 fffff804`0c9c99c2     nt!KiDispatchException+0x144
-06 ffffec01`df2071c0 fffff804`0c9c5cae     nt!KiExceptionDispatch+0xc2
-07 ffffec01`df2073a0 fffff804`1c02a2b7     nt!KiPageFault+0x42e
-08 ffffec01`df207530 fffff804`1c7d5167     ndis!NdisFDeregisterFilterDriver+0x47
-09 ffffec01`df207570 fffff804`1c7db49a     lwfmgr+0x5167
-0a ffffec01`df2075a0 fffff804`0cebb709     lwfmgr+0xb49a
-0b ffffec01`df207830 fffff804`0d1ca7c8     nt!IopLoadDriver+0x4bd
-0c ffffec01`df207a10 fffff804`0d1a9132     nt!IopInitializeSystemDrivers+0x134
-0d ffffec01`df207ab0 fffff804`0cf19742     nt!IoInitSystem+0x12
-0e ffffec01`df207ae0 fffff804`0c92d195     nt!Phase1Initialization+0x42
-0f ffffec01`df207b10 fffff804`0c9bf51c     nt!PspSystemThreadStartup+0x55
-10 ffffec01`df207b60 00000000`00000000     nt!KiStartSystemThread+0x1c
-"""
+CASE2_K = (Path(__file__).resolve().parent / "data" / "text" / "case2_stack.txt").read_text(encoding="utf-8")
 
 LM = """\
 start             end                 module name
