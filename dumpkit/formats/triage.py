@@ -172,6 +172,20 @@ def _section_ok(src: Source, off: int, size: int, what: str, msgs: List[str]) ->
     return True
 
 
+def _usable_entries(src: Source, msgs: List[str], what: str, count: int, limit: int, table_offset: int,
+                    entry_size: int) -> int:
+    """How many of ``count`` entries of the table at ``table_offset`` can be read: none (with a
+    warning) when the count is implausible, fewer (with a warning) when the file ends first."""
+    if count > limit:
+        _warn(src, msgs, f"{what}: count {count} is implausible; ignored")
+        return 0
+    avail = max(0, (src.size - table_offset) // entry_size)
+    if avail < count:
+        _warn(src, msgs, f"{what} truncated at offset {src.size:#x}: {avail} of {count} entries")
+        return avail
+    return count
+
+
 def parse_triage(src: Source) -> TriageDump:
     if src.size < TRIAGE_OFFSET + 0x80:
         raise TruncatedDumpError(f"truncated at offset {src.size:#x}: no room for TRIAGE_DUMP64",
@@ -190,15 +204,9 @@ def parse_triage(src: Source) -> TriageDump:
 
     # -- string pool + driver list ------------------------------------------
     drivers: List[TriageDriver] = []
-    count = t.driver_count
-    if count > MAX_DRIVERS:
-        _warn(src, msgs, f"DriverCount {count} is implausible; driver list ignored")
-        count = 0
-    if count and _section_ok(src, t.driver_list_offset, 0, "driver list", msgs):
-        avail = (src.size - t.driver_list_offset) // DRIVER_ENTRY_SIZE
-        if avail < count:
-            _warn(src, msgs, f"driver list truncated at offset {src.size:#x}: {avail} of {count} entries")
-            count = avail
+    if t.driver_count and _section_ok(src, t.driver_list_offset, 0, "driver list", msgs):
+        count = _usable_entries(src, msgs, "driver list", t.driver_count, MAX_DRIVERS, t.driver_list_offset,
+                                DRIVER_ENTRY_SIZE)
         for i in range(count):
             off = t.driver_list_offset + i * DRIVER_ENTRY_SIZE
             (name_off, base, entry, size, flags, _lc, _lc2, _sp, checksum, ts) = _DRIVER.unpack_from(
@@ -214,14 +222,8 @@ def parse_triage(src: Source) -> TriageDump:
     unloaded: List[TriageUnloaded] = []
     uo = t.unloaded_drivers_offset
     if _section_ok(src, uo, 8, "unloaded-driver list", msgs):
-        n = src.u64(uo)
-        if n > MAX_UNLOADED:
-            _warn(src, msgs, f"unloaded-driver count {n} is implausible; list ignored")
-            n = 0
-        avail = (src.size - uo - 8) // UNLOADED_ENTRY_SIZE
-        if avail < n:
-            _warn(src, msgs, f"unloaded-driver list truncated: {avail} of {n} entries")
-            n = avail
+        n = _usable_entries(src, msgs, "unloaded-driver list", src.u64(uo), MAX_UNLOADED, uo + 8,
+                            UNLOADED_ENTRY_SIZE)
         for i in range(n):
             ln, _mx, _pad, _buf, wname, start, end = _UNLOADED.unpack_from(src.buffer, uo + 8 + i * UNLOADED_ENTRY_SIZE)
             name = wname.decode("utf-16-le", errors="replace").split("\0", 1)[0]
@@ -229,15 +231,9 @@ def parse_triage(src: Source) -> TriageDump:
 
     # -- data blocks ------------------------------------------------------------
     blocks: List[TriageDataBlock] = []
-    n = t.data_blocks_count
-    if n > MAX_DATA_BLOCKS:
-        _warn(src, msgs, f"DataBlocksCount {n} is implausible; data blocks ignored")
-        n = 0
-    if n and _section_ok(src, t.data_blocks_offset, 0, "data-block table", msgs):
-        avail = (src.size - t.data_blocks_offset) // _BLOCK.size
-        if avail < n:
-            _warn(src, msgs, f"data-block table truncated: {avail} of {n} entries")
-            n = avail
+    if t.data_blocks_count and _section_ok(src, t.data_blocks_offset, 0, "data-block table", msgs):
+        n = _usable_entries(src, msgs, "data-block table", t.data_blocks_count, MAX_DATA_BLOCKS,
+                            t.data_blocks_offset, _BLOCK.size)
         bad = 0
         for i in range(n):
             va, off, size = _BLOCK.unpack_from(src.buffer, t.data_blocks_offset + i * _BLOCK.size)
