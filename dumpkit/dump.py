@@ -184,6 +184,8 @@ class Dump:
 
     # -- memory ------------------------------------------------------------------
     def _need_physical(self) -> PhysicalLayer:
+        if self.__dict__.get("_closed"):
+            raise DumpError("the dump is closed", path=self.path, hint="open it again with dumpkit.open()")
         if self.physical is None:
             raise DumpError(f"a {self.dump_type} dump holds no physical memory",
                             path=self.path, hint="triage dumps capture only a few virtual ranges: use read_virtual")
@@ -463,6 +465,7 @@ class Dump:
 
     # -- lifetime --------------------------------------------------------------------
     def close(self) -> None:
+        self._closed = True
         self.physical = None
         self._sparse = None
         self._spaces.clear()

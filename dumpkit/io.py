@@ -157,6 +157,7 @@ class Source:
         return self._mv
 
     def close(self) -> None:
+        self._fd = None
         try:
             self._mv.release()
         except Exception:  # pragma: no cover - views still exported
