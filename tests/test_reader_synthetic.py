@@ -172,3 +172,13 @@ def test_truncated_dump_still_opens(kind, tmp_path):
                 assert "truncated" in str(exc) or "not in the dump" in str(exc) or "page table" in str(exc)
             except TranslationError:
                 pass
+
+
+@pytest.mark.parametrize("kind", ["full", "triage"])
+def test_a_closed_dump_says_so(kind, tmp_path):
+    made = factory.make_basic_dump(tmp_path / "d.dmp", kind)
+    d = dumpkit.open(tmp_path / "d.dmp")
+    d.close()
+    va = next(iter(made.expected_bytes))
+    with pytest.raises(DumpError, match="closed"):
+        d.read_virtual(va, 8)
