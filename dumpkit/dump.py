@@ -334,11 +334,12 @@ class Dump:
                            stack_range=stack_range)
         unloaded = self.unloaded_modules
         if len(unloaded):
-            for f in stack:
-                if f.module is None:
-                    m = unloaded.find(f.instruction)
+            for frame in stack:
+                if frame.module is None:
+                    m = unloaded.find(frame.instruction)
                     if m is not None:          # WinDbg: Unloaded_name.sys+0x...
-                        f.module, f.offset, f.symbol = f"Unloaded_{m.name}", f.instruction - m.base, None
+                        frame.module, frame.offset, frame.symbol = (f"Unloaded_{m.name}",
+                                                                    frame.instruction - m.base, None)
         return stack
 
     # -- kernel state (issue 3: dumpkit/kernel/{kdbg,layouts,process,contexts,summary}.py) -----

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import warnings as _warnings
+from datetime import datetime, timedelta
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -124,6 +125,9 @@ class Analysis:
     fault_disasm: Any = None                                   # DisasmLine from text input
     source: str = "dump"                                       # 'dump' | 'text'
     correlations: List[Any] = field(default_factory=list)      # dumpkit.logs.Correlation, when logs were given
+    log_findings: Any = None                                   # dumpkit.logs.LogFindings, when logs were given
+    crash_time: Optional[datetime] = None                      # from a dump header (aware, UTC)
+    uptime: Optional[timedelta] = None                         # from a dump header
     schema_version: str = SCHEMA_VERSION
 
     # --- output ---------------------------------------------------------------------------------
