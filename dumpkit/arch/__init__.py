@@ -1,0 +1,1 @@
+"""Per-architecture packages (contexts, translation, trap frames, stack walking)."""

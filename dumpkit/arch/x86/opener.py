@@ -1,0 +1,154 @@
+"""Open a 32-bit kernel dump ("PAGEDUMP") down the layers: header -> body -> memory.
+
+:func:`open_pagedump` reads the DUMP_HEADER32, then the body its DumpType names:
+
+* 1 (full): the header's PHYSICAL_MEMORY_DESCRIPTOR32 runs, pages packed from 0x1000;
+* 2 (old kernel summary): SUMMARY_DUMP32 at 0x1000 (u32 fields, bitmap at 0x1020);
+* 5/6 (bitmap): the 'FDMP'/'SDMP' header at 0x1000 (u64 fields, bitmap at 0x1038);
+* 4 (triage): TRIAGE_DUMP32 at 0x1000 and a sparse virtual memory of its captured ranges.
+
+and gives an :class:`X86DumpParts` with the memory layer translating through
+:class:`~dumpkit.arch.x86.paging.X86Translator` in the mode ``PaeEnabled`` names.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional
+
+from ...errors import CorruptDumpError, DumpWarning, TranslationError, TruncatedDumpError
+from ...formats.header32 import DATA_OFFSET32, DumpHeader32, parse_header32
+from ...formats.triage import TriageDump
+from ...formats.triage32 import parse_triage32
+from ...io import Source
+from ...memory.physical import BitmapLayer, PhysicalLayer, RunsLayer, check_data_fits
+from ...memory.sparse import SparseMemory
+from .paging import X86Translator
+
+MAX_PFN32 = 1 << 24              # PAE: 36-bit physical addresses (64 GiB) = 2^24 page frames
+
+
+@dataclass
+class X86DumpParts:
+    """What a 32-bit dump holds, layer by layer."""
+
+    source: Source
+    header: DumpHeader32
+    physical: Optional[PhysicalLayer] = None
+    triage: Optional[TriageDump] = None
+    sparse: Optional[SparseMemory] = None
+    bitmap_signature: Optional[str] = None
+    warnings: List[str] = field(default_factory=list)
+    _spaces: Dict[int, X86Translator] = field(default_factory=dict)
+
+    @property
+    def pae(self) -> bool:
+        return self.header.pae_enabled
+
+    def address_space(self, dtb: Optional[int] = None) -> X86Translator:
+        if self.physical is None:
+            raise TranslationError("a triage dump has no page tables; its captured ranges are addressed by VA",
+                                   path=self.source.path)
+        if dtb is None:
+            dtb = self.header.directory_table_base
+            if dtb is None:
+                raise CorruptDumpError("DirectoryTableBase is not set in the header", path=self.source.path,
+                                       offset=0x10)
+        sp = self._spaces.get(dtb)
+        if sp is None:
+            sp = self._spaces[dtb] = X86Translator(self.physical, dtb, self.pae)
+        return sp
+
+    def read_virtual(self, va: int, size: int, zero_fill: bool = False) -> bytes:
+        if self.sparse is not None:
+            return self.sparse.read(va, size, zero_fill)
+        return self.address_space().read(va, size, zero_fill)
+
+
+def _warner(src: Source, sink: List[str]) -> Callable[[str], None]:
+    def warn(text: str) -> None:
+        sink.append(text)
+        warnings.warn(DumpWarning(f"{src.path}: {text}"), stacklevel=5)
+    return warn
+
+
+def open_pagedump(src: Source) -> X86DumpParts:
+    """Read a 32-bit kernel dump's header and body; clear DumpErrors, warnings for what is degraded."""
+    hdr = parse_header32(src)
+    parts = X86DumpParts(src, hdr)
+    warn = _warner(src, parts.warnings)
+    for w in hdr.warnings:
+        warn(w)
+    req = hdr.required_dump_space
+    if req and req > src.size and hdr.dump_type != 4:
+        warn(f"truncated at offset {src.size:#x}: the writer expected {req:#x} bytes "
+             f"({req - src.size:,} missing); pages past the end read as missing")
+    if hdr.dump_type == 1:
+        if hdr.number_of_runs is None:
+            raise CorruptDumpError("full dump without a PHYSICAL_MEMORY_DESCRIPTOR32 (NumberOfRuns is unset)",
+                                   path=src.path, offset=0x64, expected="NumberOfRuns")
+        if hdr.number_of_runs and not hdr.runs:
+            raise CorruptDumpError(f"NumberOfRuns {hdr.number_of_runs} does not fit the header: no usable run table",
+                                   path=src.path, offset=0x64, expected="at most 86 runs")
+        runs = [(r.base_page, r.page_count) for r in hdr.runs]
+        total = sum(c for _, c in runs)
+        if hdr.number_of_pages is not None and total != hdr.number_of_pages:
+            warn(f"the runs hold {total:#x} pages but NumberOfPages says {hdr.number_of_pages:#x}")
+        parts.physical = RunsLayer(src, runs, DATA_OFFSET32)
+        check_data_fits(src, DATA_OFFSET32, total, "the run data")
+    elif hdr.dump_type in (2, 5, 6):
+        _open_bitmap32(src, hdr, parts, warn)
+    elif hdr.dump_type == 4:
+        t = parse_triage32(src)
+        parts.warnings.extend(t.warnings)
+        parts.triage = t
+        sp = SparseMemory(src)
+        f = t.fields
+        if f["call_stack_offset"] and f["size_of_call_stack"]:
+            sp.add(t.top_of_stack, f["size_of_call_stack"], f["call_stack_offset"], "stack")
+        kd = hdr.kd_debugger_data_block
+        if kd and f["debugger_data_offset"] and f["debugger_data_size"]:
+            sp.add(kd, f["debugger_data_size"], f["debugger_data_offset"], "kdbg")
+        if f["data_page_address"] and f["data_page_offset"] and f["data_page_size"]:
+            sp.add(f["data_page_address"], f["data_page_size"], f["data_page_offset"], "data_page")
+        for b in t.data_blocks:
+            sp.add(b.address, b.size, b.offset, "data_block")
+        parts.sparse = sp
+    return parts
+
+
+def _open_bitmap32(src: Source, hdr: DumpHeader32, parts: X86DumpParts, warn: Callable[[str], None]) -> None:
+    base = DATA_OFFSET32
+    sig = src.read_partial(base, 8)
+    if len(sig) < 8:
+        raise TruncatedDumpError(f"truncated at offset {src.size:#x}: the bitmap header at {base:#x} is missing",
+                                 path=src.path, offset=base, expected="'SDMP'/'FDMP' + 'DUMP'")
+    if sig[:4] not in (b"SDMP", b"FDMP") or sig[4:] != b"DUMP":
+        raise CorruptDumpError(f"bitmap header signature is {sig!r}", path=src.path, offset=base,
+                               expected="'SDMPDUMP' or 'FDMPDUMP'")
+    parts.bitmap_signature = sig[:4].decode()
+    if hdr.dump_type == 2:                  # SUMMARY_DUMP32: u32 fields, RTL_BITMAP32, bits at +0x20
+        first = src.u32(base + 0xC, "SUMMARY_DUMP32.HeaderSize")
+        bits = src.u32(base + 0x10, "SUMMARY_DUMP32.BitmapSize")
+        pages = src.u32(base + 0x14, "SUMMARY_DUMP32.Pages")
+        bm_off, bits_at = base + 0x20, base + 0x10
+    else:
+        first = src.u64(base + 0x20, "bitmap FirstPage")
+        pages = src.u64(base + 0x28, "bitmap TotalPresentPages")
+        bits = src.u64(base + 0x30, "bitmap size in bits")
+        bm_off, bits_at = base + 0x38, base + 0x30
+    if bits > MAX_PFN32:
+        raise CorruptDumpError(f"bitmap of {bits:#x} bits is beyond the 36-bit x86 physical address space",
+                               path=src.path, offset=bits_at, expected=f"at most {MAX_PFN32:#x} page frames")
+    need = bm_off + (bits + 7) // 8
+    if need > src.size:
+        have = max(0, (src.size - bm_off) * 8)
+        warn(f"truncated at offset {src.size:#x}: the page bitmap needs {need:#x} bytes; "
+             f"only the first {have:,} page frames can be mapped")
+        bits = have
+    if first < need and bits:
+        raise CorruptDumpError(f"first page offset {first:#x} overlaps the bitmap (ends at {need:#x})",
+                               path=src.path, offset=base + (0xC if hdr.dump_type == 2 else 0x20),
+                               expected=f"an offset >= {need:#x}")
+    parts.physical = BitmapLayer(src, bm_off, bits, first, expected_pages=pages)
+    check_data_fits(src, first, parts.physical.page_count, "the bitmap's pages")
