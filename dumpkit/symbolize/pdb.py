@@ -300,6 +300,11 @@ class Pdb:
             return None
         return s
 
+    def debug_stream_data(self, slot: int) -> Optional[bytes]:
+        """The bytes of DBI optional debug stream ``slot`` (``DBG_FPO``, ``DBG_NEW_FPO`` ...), or None."""
+        s = self._debug_stream(slot)
+        return None if s is None else self.msf.stream(s, "optional debug stream")
+
     # ------------------------------------------------------------------ sections / OMAP
     def _read_sections(self, slot: int) -> List[SectionHeader]:
         s = self._debug_stream(slot)
