@@ -12,9 +12,19 @@ from .errors import *  # noqa: F401,F403
 from .errors import DumpError, DumpWarning
 from .formats.header import DumpHeader, ExceptionRecord
 from .model import Context, Frame, Module, ModuleList, Stack
-from .symbolize import Resolution, Resolver, SymbolPath
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # the symbol-side names load on first use: opening a dump needs none of them
+    if name in ("Resolution", "Resolver", "SymbolPath"):
+        from . import symbolize
+        value = getattr(symbolize, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = ["open", "analyze", "Dump", "Bugcheck", "DumpHeader", "ExceptionRecord", "Context", "Frame", "Module",
            "ModuleList", "Stack", "SymbolPath", "Resolver", "Resolution", "DumpError", "DumpWarning",

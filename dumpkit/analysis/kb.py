@@ -23,16 +23,12 @@ Everything is validated when loaded: a malformed file raises
 from __future__ import annotations
 
 import json
+import os
 import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
-
-try:  # Python 3.11+
-    import tomllib as _toml
-except ModuleNotFoundError:  # pragma: no cover - 3.10
-    import tomli as _toml  # type: ignore[no-redef]
 
 from dumpkit.errors import AnalysisError
 from dumpkit.kbpath import kb_file
@@ -98,6 +94,7 @@ BUCKET_RULES: Mapping[str, str] = {
 }
 
 _CODE_RE = re.compile(r"^0x[0-9A-Fa-f]{1,8}$")
+_NAME_RE = re.compile(r"[A-Z0-9_]+")
 
 
 def parse_code(code: Union[int, str]) -> int:
@@ -461,19 +458,68 @@ def _read_json(path: Path) -> Any:
         raise KnowledgeBaseError(f"invalid JSON: {e.msg} (line {e.lineno})", path=str(path), offset=e.pos) from None
 
 
+def _toml_module() -> Any:
+    try:  # Python 3.11+
+        import tomllib as toml
+    except ModuleNotFoundError:  # pragma: no cover - 3.10
+        import tomli as toml  # type: ignore[no-redef]
+    return toml
+
+
+def _index_dir() -> Optional[str]:
+    """Where parsed TOML files are kept as JSON: ``$DUMPKIT_CACHE/kb`` (``~/.cache/dumpkit/kb``);
+    None when ``DUMPKIT_CACHE`` is ``off``."""
+    env = os.environ.get("DUMPKIT_CACHE")
+    if env and env.lower() in ("off", "0", "none"):
+        return None
+    base = env or os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
+                               "dumpkit")
+    return os.path.join(base, "kb")
+
+
 def _read_toml(path: Path) -> Dict[str, Any]:
+    """Parse a TOML file of the knowledge base.
+
+    TOML is parsed in pure Python (several ms per file, plus the parser's import); the parsed
+    value is kept as JSON in the user cache, named by a hash of the file's bytes, so the next
+    process reads it with the C JSON parser.  Any trouble with the cache just means a parse.
+    """
     try:
         data = path.read_bytes()
     except FileNotFoundError:
         raise _fail(path, "knowledge-base file is missing") from None
     except OSError as e:
         raise _fail(path, f"cannot read knowledge-base file: {e}") from None
+    idx = _index_dir()
+    cached = None
+    if idx is not None:
+        import hashlib
+        cached = os.path.join(idx, f"{path.stem}-{hashlib.blake2b(data, digest_size=16).hexdigest()}.json")
+        try:
+            with open(cached, "rb") as f:
+                got = json.loads(f.read())
+            if isinstance(got, dict):
+                return got
+        except (OSError, ValueError):
+            pass
+    toml = _toml_module()
     try:
-        return _toml.loads(data.decode("utf-8"))
+        parsed = toml.loads(data.decode("utf-8"))
     except UnicodeDecodeError as e:
         raise KnowledgeBaseError("not UTF-8", path=str(path), offset=e.start) from None
-    except _toml.TOMLDecodeError as e:
+    except toml.TOMLDecodeError as e:
         raise _fail(path, f"invalid TOML: {e}") from None
+    if cached is not None:
+        try:
+            text = json.dumps(parsed)            # TypeError for TOML dates: then no index
+            os.makedirs(idx, exist_ok=True)      # type: ignore[arg-type]
+            tmp = f"{cached}.{os.getpid()}.tmp"
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.write(text)
+            os.replace(tmp, cached)
+        except (OSError, TypeError, ValueError):
+            pass
+    return parsed
 
 
 def _str(path: Path, where: str, d: Mapping[str, Any], key: str, required: bool = True, default: str = "") -> str:
@@ -518,41 +564,73 @@ def _params(path: Path, where: str, raw: Any, max_n: int = 4) -> Tuple[BugcheckP
     return tuple(out)
 
 
-def _load_subtypes(path: Path) -> Dict[int, Dict[int, SubtypeInfo]]:
+def _subtype_table(path: Path, code_s: str, table: Any) -> Dict[int, SubtypeInfo]:
+    code = _code(path, "subtypes", code_s)
+    if not isinstance(table, list):
+        raise _fail(path, f"subtypes[{code_s}] must be a list")
+    rows: Dict[int, SubtypeInfo] = {}
+    for j, row in enumerate(table):
+        where = f"subtypes[{code_s}][{j}]"
+        if not isinstance(row, Mapping):
+            raise _fail(path, f"{where} must be an object")
+        p1s = row.get("p1")
+        if isinstance(p1s, str):
+            p1s = [p1s]
+        if not isinstance(p1s, list) or not p1s:
+            raise _fail(path, f"{where}: 'p1' must be a hex string or a list of them")
+        desc = _str(path, where, row, "d")
+        name = row.get("name")
+        if name is not None and (not isinstance(name, str) or not name):
+            raise _fail(path, f"{where}: 'name' must be a non-empty string")
+        params = _params(path, where, row.get("params"), max_n=3)
+        for p1 in p1s:
+            v = _code(path, where, p1)
+            if v in rows:
+                raise _fail(path, f"{where}: duplicate P1 {p1}")
+            rows[v] = SubtypeInfo(code, v, name, desc, params)
+    return rows
+
+
+class _LazyTables(Mapping):
+    """code -> parsed table, each parsed and validated on first access (the catalog is ~200 KB of
+    JSON: naming one bug check must not build every entry)."""
+
+    def __init__(self, raw: Mapping[int, Any], build: Any) -> None:
+        self._raw = raw
+        self._build = build
+        self._done: Dict[int, Any] = {}
+
+    def __getitem__(self, code: int) -> Any:
+        got = self._done.get(code)
+        if got is None:
+            got = self._done[code] = self._build(code, self._raw[code])
+        return got
+
+    def __contains__(self, code: object) -> bool:
+        return code in self._raw
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._raw)
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+
+def _load_subtypes(path: Path, lazy: bool = False) -> Mapping[int, Dict[int, SubtypeInfo]]:
     data = _read_json(path)
     if not isinstance(data, Mapping) or not isinstance(data.get("subtypes"), Mapping):
         raise _fail(path, "top level must be an object with a 'subtypes' object")
-    out: Dict[int, Dict[int, SubtypeInfo]] = {}
+    raw: Dict[int, Tuple[str, Any]] = {}
     for code_s, table in data["subtypes"].items():
-        code = _code(path, "subtypes", code_s)
-        if not isinstance(table, list):
-            raise _fail(path, f"subtypes[{code_s}] must be a list")
-        rows: Dict[int, SubtypeInfo] = {}
-        for j, row in enumerate(table):
-            where = f"subtypes[{code_s}][{j}]"
-            if not isinstance(row, Mapping):
-                raise _fail(path, f"{where} must be an object")
-            p1s = row.get("p1")
-            if isinstance(p1s, str):
-                p1s = [p1s]
-            if not isinstance(p1s, list) or not p1s:
-                raise _fail(path, f"{where}: 'p1' must be a hex string or a list of them")
-            desc = _str(path, where, row, "d")
-            name = row.get("name")
-            if name is not None and (not isinstance(name, str) or not name):
-                raise _fail(path, f"{where}: 'name' must be a non-empty string")
-            params = _params(path, where, row.get("params"), max_n=3)
-            for p1 in p1s:
-                v = _code(path, where, p1)
-                if v in rows:
-                    raise _fail(path, f"{where}: duplicate P1 {p1}")
-                rows[v] = SubtypeInfo(code, v, name, desc, params)
-        out[code] = rows
-    return out
+        raw[_code(path, "subtypes", code_s)] = (code_s, table)
+    tables = _LazyTables(raw, lambda code, item: _subtype_table(path, item[0], item[1]))
+    return tables if lazy else {code: tables[code] for code in raw}
 
 
 def _load_bugchecks(path: Path, subtypes: Mapping[int, Mapping[int, SubtypeInfo]],
-                    subtypes_path: Optional[Path] = None) -> Dict[int, BugcheckInfo]:
+                    subtypes_path: Optional[Path] = None, lazy: bool = False) -> Mapping[int, BugcheckInfo]:
+    """The catalog; ``lazy``: entries are validated and built when first looked up (the
+    shipped catalog, which the test suite validates whole); otherwise all of them now."""
     data = _read_json(path)
     if not isinstance(data, Mapping) or not isinstance(data.get("bugchecks"), list):
         raise _fail(path, "top level must be an object with a 'bugchecks' list")
@@ -564,41 +642,44 @@ def _load_bugchecks(path: Path, subtypes: Mapping[int, Mapping[int, SubtypeInfo]
         if code in raw:
             raise _fail(path, f"bugchecks[{i}]: duplicate code 0x{code:X}")
         raw[code] = e
-    out: Dict[int, BugcheckInfo] = {}
-    for code, e in raw.items():
-        where = f"bug check 0x{code:X}"
-        name = _str(path, where, e, "name")
-        if not re.fullmatch(r"[A-Z0-9_]+", name):
-            raise _fail(path, f"{where}: name {name!r} is not a symbolic name")
-        kind = _str(path, where, e, "kind", required=False, default="bugcheck")
-        if kind not in ("bugcheck", "livedump"):
-            raise _fail(path, f"{where}: kind must be 'bugcheck' or 'livedump'")
-        common = bool(e.get("common", False))
-        same = e.get("same_as")
-        base_code = code
-        if same is not None:
-            base_code = _code(path, where, same)
-            base = raw.get(base_code)
-            if base is None or base.get("same_as") is not None:
-                raise _fail(path, f"{where}: same_as {same} is not a plain catalog entry")
-            src = base
-        else:
-            src = e
-        desc = _str(path, where, src, "description")
-        if not desc.strip():
-            raise _fail(path, f"{where}: empty description")
-        params = _params(path, where, src.get("params"))
-        bucket = _str(path, where, src, "bucket", required=False, default="code")
-        if bucket not in BUCKET_RULES:
-            raise _fail(path, f"{where}: unknown bucket rule {bucket!r}", expected=", ".join(BUCKET_RULES))
-        if bucket == "av_if_exception" and not any(p.role == "exception_code" for p in params):
-            raise _fail(path, f"{where}: bucket 'av_if_exception' needs a parameter with role exception_code")
-        out[code] = BugcheckInfo(code, base_code, name, desc, params, bucket, kind, common,
-                                 subtypes=dict(subtypes.get(base_code, {})))
     for scode in subtypes:
-        if scode not in out:
+        if scode not in raw:
             raise KnowledgeBaseError(f"subtype table for unknown code 0x{scode:X}", path=str(subtypes_path or path))
-    return out
+    catalog = _LazyTables(raw, lambda code, e: _bugcheck_entry(path, code, e, raw, subtypes))
+    return catalog if lazy else {code: catalog[code] for code in raw}
+
+
+def _bugcheck_entry(path: Path, code: int, e: Mapping[str, Any], raw: Mapping[int, Mapping[str, Any]],
+                    subtypes: Mapping[int, Mapping[int, SubtypeInfo]]) -> BugcheckInfo:
+    where = f"bug check 0x{code:X}"
+    name = _str(path, where, e, "name")
+    if not _NAME_RE.fullmatch(name):
+        raise _fail(path, f"{where}: name {name!r} is not a symbolic name")
+    kind = _str(path, where, e, "kind", required=False, default="bugcheck")
+    if kind not in ("bugcheck", "livedump"):
+        raise _fail(path, f"{where}: kind must be 'bugcheck' or 'livedump'")
+    common = bool(e.get("common", False))
+    same = e.get("same_as")
+    base_code = code
+    if same is not None:
+        base_code = _code(path, where, same)
+        base = raw.get(base_code)
+        if base is None or base.get("same_as") is not None:
+            raise _fail(path, f"{where}: same_as {same} is not a plain catalog entry")
+        src = base
+    else:
+        src = e
+    desc = _str(path, where, src, "description")
+    if not desc.strip():
+        raise _fail(path, f"{where}: empty description")
+    params = _params(path, where, src.get("params"))
+    bucket = _str(path, where, src, "bucket", required=False, default="code")
+    if bucket not in BUCKET_RULES:
+        raise _fail(path, f"{where}: unknown bucket rule {bucket!r}", expected=", ".join(BUCKET_RULES))
+    if bucket == "av_if_exception" and not any(p.role == "exception_code" for p in params):
+        raise _fail(path, f"{where}: bucket 'av_if_exception' needs a parameter with role exception_code")
+    return BugcheckInfo(code, base_code, name, desc, params, bucket, kind, common,
+                        subtypes=dict(subtypes[base_code]) if base_code in subtypes else {})
 
 
 def _load_modules(path: Path) -> Dict[str, ModuleRecord]:
@@ -687,35 +768,71 @@ class KnowledgeBase:
     """The loaded knowledge base.  Use :meth:`load` (cached per directory)."""
 
     _cache: Dict[str, "KnowledgeBase"] = {}
-    _lock = threading.Lock()
+    _lock = threading.RLock()
 
-    def __init__(self, bugchecks: Mapping[int, BugcheckInfo], modules: Mapping[str, ModuleRecord],
-                 rules: TriageRules, source: Optional[Path] = None) -> None:
-        self.bugchecks: Mapping[int, BugcheckInfo] = dict(bugchecks)
-        self.modules: Mapping[str, ModuleRecord] = dict(modules)
-        self.rules: TriageRules = rules
+    def __init__(self, bugchecks: Mapping[int, BugcheckInfo], modules: Any,
+                 rules: Any, source: Optional[Path] = None) -> None:
+        # ``modules`` and ``rules`` may be zero-argument loaders: the shipped knowledge base reads
+        # modules.toml / triage.toml only when a module or rule is first asked for
+        self.bugchecks: Mapping[int, BugcheckInfo] = bugchecks if isinstance(bugchecks, _LazyTables) \
+            else dict(bugchecks)
+        self._modules: Any = modules if callable(modules) else dict(modules)
+        self._rules: Any = rules
         self.source = source
-        seen = set()
-        self._patterns: List[Tuple[str, ModuleRecord]] = []
-        for r in self.modules.values():
-            if id(r) in seen:
-                continue
-            seen.add(id(r))
-            self._patterns.extend((p[:-1], r) for p in r.patterns)
+        self._patterns_list: Optional[List[Tuple[str, ModuleRecord]]] = None
+
+    @property
+    def modules(self) -> Mapping[str, ModuleRecord]:
+        if callable(self._modules):
+            with self._lock:
+                if callable(self._modules):
+                    self._modules = dict(self._modules())
+        return self._modules
+
+    @property
+    def rules(self) -> TriageRules:
+        if callable(self._rules) and not isinstance(self._rules, TriageRules):
+            with self._lock:
+                if callable(self._rules) and not isinstance(self._rules, TriageRules):
+                    self._rules = self._rules()
+        return self._rules
+
+    @property
+    def _patterns(self) -> List[Tuple[str, ModuleRecord]]:
+        if self._patterns_list is None:
+            seen = set()
+            pats: List[Tuple[str, ModuleRecord]] = []
+            for r in self.modules.values():
+                if id(r) in seen:
+                    continue
+                seen.add(id(r))
+                pats.extend((p[:-1], r) for p in r.patterns)
+            self._patterns_list = pats
+        return self._patterns_list
 
     @classmethod
     def load(cls, directory: Optional[Union[str, Path]] = None, *, reload: bool = False) -> "KnowledgeBase":
-        """Load and validate the four files (from ``directory`` or the shipped KB); cached."""
+        """Load the four files (from ``directory`` or the shipped KB); cached per directory.
+
+        A ``directory`` given here is validated whole now.  The shipped knowledge base (which
+        the test suite validates whole) is read lazily: a bug check entry is built when it is
+        first looked up, modules.toml and triage.toml when a module or rule is first asked
+        for, so naming one bug check costs a JSON parse, not the whole catalog.
+        """
+        shipped = directory is None
         base = Path(directory) if directory is not None else kb_file("bugchecks.json").parent
         key = str(base.resolve())
         with cls._lock:
             if not reload and key in cls._cache:
                 return cls._cache[key]
-            subtypes = _load_subtypes(base / "bugcheck_subtypes.json")
-            bugchecks = _load_bugchecks(base / "bugchecks.json", subtypes, base / "bugcheck_subtypes.json")
-            modules = _load_modules(base / "modules.toml")
-            rules = _load_rules(base / "triage.toml")
-            kb = cls(bugchecks, modules, rules, base)
+            subtypes = _load_subtypes(base / "bugcheck_subtypes.json", lazy=shipped)
+            bugchecks = _load_bugchecks(base / "bugchecks.json", subtypes, base / "bugcheck_subtypes.json",
+                                        lazy=shipped)
+            if shipped:
+                kb = cls(bugchecks, lambda: _load_modules(base / "modules.toml"),
+                         lambda: _load_rules(base / "triage.toml"), base)
+            else:
+                kb = cls(bugchecks, _load_modules(base / "modules.toml"), _load_rules(base / "triage.toml"), base)
             cls._cache[key] = kb
             return kb
 

@@ -1,6 +1,6 @@
 """DUMP_HEADER64: the 0x2000-byte header of every 64-bit kernel dump.
 
-Parsed once with construct (read-once data, so clarity wins over speed).  Writers
+Parsed once with :mod:`struct` through a field-by-field layout (``_layout.py``).  Writers
 fill the header with the ASCII pattern ``PAGE`` before writing the fields they
 know, so a field that still holds the pattern is reported as ``None``.
 """
@@ -10,10 +10,10 @@ import datetime as _dt
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
-import construct as c
 
 from ..errors import CorruptDumpError, NotADumpError, TruncatedDumpError, UnsupportedDumpError
 from ..io import Source
+from ._layout import Layout
 
 HEADER_SIZE = 0x2000
 PAGE32 = 0x45474150                 # 'PAGE'
@@ -35,59 +35,57 @@ ATTRIBUTE_BITS = {
     6: "FilterDumpFile", 7: "EarlyBootCrash", 8: "EncryptedDumpData", 9: "DecryptedDump",
 }
 
-_Run = c.Struct("base_page" / c.Int64ul, "page_count" / c.Int64ul)
+_ExceptionRecord64 = Layout([
+    ("code", "I"),
+    ("flags", "I"),
+    ("record", "Q"),
+    ("address", "Q"),
+    ("number_parameters", "I"),
+    ("", "4x"),
+    ("information", "15Q"),
+])
 
-_ExceptionRecord64 = c.Struct(
-    "code" / c.Int32ul,
-    "flags" / c.Int32ul,
-    "record" / c.Int64ul,
-    "address" / c.Int64ul,
-    "number_parameters" / c.Int32ul,
-    c.Padding(4),
-    "information" / c.Array(15, c.Int64ul),
-)
-
-_Header64 = c.Struct(
-    "signature" / c.Int32ul,                       # 0x000
-    "valid_dump" / c.Int32ul,                      # 0x004
-    "major_version" / c.Int32ul,                   # 0x008
-    "minor_version" / c.Int32ul,                   # 0x00C
-    "directory_table_base" / c.Int64ul,            # 0x010
-    "pfn_database" / c.Int64ul,                    # 0x018
-    "ps_loaded_module_list" / c.Int64ul,           # 0x020
-    "ps_active_process_head" / c.Int64ul,          # 0x028
-    "machine_image_type" / c.Int32ul,              # 0x030
-    "number_processors" / c.Int32ul,               # 0x034
-    "bugcheck_code" / c.Int32ul,                   # 0x038
-    c.Padding(4),
-    "bugcheck_parameters" / c.Array(4, c.Int64ul),  # 0x040
-    "version_user" / c.Bytes(32),                  # 0x060
-    "kd_debugger_data_block" / c.Int64ul,          # 0x080
+_Header64 = Layout([
+    ("signature", "I"),                       # 0x000
+    ("valid_dump", "I"),                      # 0x004
+    ("major_version", "I"),                   # 0x008
+    ("minor_version", "I"),                   # 0x00C
+    ("directory_table_base", "Q"),            # 0x010
+    ("pfn_database", "Q"),                    # 0x018
+    ("ps_loaded_module_list", "Q"),           # 0x020
+    ("ps_active_process_head", "Q"),          # 0x028
+    ("machine_image_type", "I"),              # 0x030
+    ("number_processors", "I"),               # 0x034
+    ("bugcheck_code", "I"),                   # 0x038
+    ("", "4x"),
+    ("bugcheck_parameters", "4Q"),            # 0x040
+    ("version_user", "32s"),                  # 0x060
+    ("kd_debugger_data_block", "Q"),          # 0x080
     # PHYSICAL_MEMORY_DESCRIPTOR64 inside a 700-byte buffer at 0x088
-    "number_of_runs" / c.Int32ul,                  # 0x088
-    c.Padding(4),
-    "number_of_pages" / c.Int64ul,                 # 0x090
-    "runs_raw" / c.Bytes(700 - 0x10),              # 0x098 .. 0x344
-    c.Padding(4),                                  # 0x344
-    "context_record" / c.Bytes(3000),              # 0x348
-    "exception" / _ExceptionRecord64,              # 0xF00
-    "dump_type" / c.Int32ul,                       # 0xF98
-    c.Padding(4),
-    "required_dump_space" / c.Int64ul,             # 0xFA0
-    "system_time" / c.Int64ul,                     # 0xFA8
-    "comment" / c.Bytes(128),                      # 0xFB0
-    "system_uptime" / c.Int64ul,                   # 0x1030
-    "minidump_fields" / c.Int32ul,                 # 0x1038
-    "secondary_data_state" / c.Int32ul,            # 0x103C
-    "product_type" / c.Int32ul,                    # 0x1040
-    "suite_mask" / c.Int32ul,                      # 0x1044
-    "writer_status" / c.Int32ul,                   # 0x1048
-    "unused1" / c.Int8ul,                          # 0x104C
-    "kd_secondary_version" / c.Int8ul,             # 0x104D
-    "unused2" / c.Bytes(2),                        # 0x104E
-    "attributes" / c.Int32ul,                      # 0x1050
-    "boot_id" / c.Int32ul,                         # 0x1054
-)
+    ("number_of_runs", "I"),                  # 0x088
+    ("", "4x"),
+    ("number_of_pages", "Q"),                 # 0x090
+    ("runs_raw", "684s"),                     # 0x098 .. 0x344
+    ("", "4x"),                               # 0x344
+    ("context_record", "3000s"),              # 0x348
+    ("exception", _ExceptionRecord64),        # 0xF00
+    ("dump_type", "I"),                       # 0xF98
+    ("", "4x"),
+    ("required_dump_space", "Q"),             # 0xFA0
+    ("system_time", "Q"),                     # 0xFA8
+    ("comment", "128s"),                      # 0xFB0
+    ("system_uptime", "Q"),                   # 0x1030
+    ("minidump_fields", "I"),                 # 0x1038
+    ("secondary_data_state", "I"),            # 0x103C
+    ("product_type", "I"),                    # 0x1040
+    ("suite_mask", "I"),                      # 0x1044
+    ("writer_status", "I"),                   # 0x1048
+    ("unused1", "B"),                         # 0x104C
+    ("kd_secondary_version", "B"),            # 0x104D
+    ("unused2", "2s"),                        # 0x104E
+    ("attributes", "I"),                      # 0x1050
+    ("boot_id", "I"),                         # 0x1054
+])
 assert _Header64.sizeof() == 0x1058
 
 

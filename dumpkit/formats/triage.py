@@ -11,10 +11,9 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
-import construct as c
-
 from ..errors import CorruptDumpError, DumpWarning, TruncatedDumpError
 from ..io import Source
+from ._layout import Layout
 
 TRIAGE_OFFSET = 0x2000
 TRIAGE_VALID = b"TRGD"
@@ -30,35 +29,35 @@ MINIDUMP_FIELDS = {
     0x400: "DEBUGGER_DATA", 0x800: "DATA_BLOCKS",
 }
 
-_Triage64 = c.Struct(
-    "service_pack_build" / c.Int32ul,
-    "size_of_dump" / c.Int32ul,
-    "valid_offset" / c.Int32ul,
-    "context_offset" / c.Int32ul,
-    "exception_offset" / c.Int32ul,
-    "mm_offset" / c.Int32ul,
-    "unloaded_drivers_offset" / c.Int32ul,
-    "prcb_offset" / c.Int32ul,
-    "process_offset" / c.Int32ul,
-    "thread_offset" / c.Int32ul,
-    "call_stack_offset" / c.Int32ul,
-    "size_of_call_stack" / c.Int32ul,
-    "driver_list_offset" / c.Int32ul,
-    "driver_count" / c.Int32ul,
-    "string_pool_offset" / c.Int32ul,
-    "string_pool_size" / c.Int32ul,
-    "broken_driver_offset" / c.Int32ul,
-    "triage_options" / c.Int32ul,
-    "top_of_stack" / c.Int64ul,
-    "architecture_specific" / c.Bytes(16),
-    "data_page_address" / c.Int64ul,
-    "data_page_offset" / c.Int32ul,
-    "data_page_size" / c.Int32ul,
-    "debugger_data_offset" / c.Int32ul,
-    "debugger_data_size" / c.Int32ul,
-    "data_blocks_offset" / c.Int32ul,
-    "data_blocks_count" / c.Int32ul,
-)
+_Triage64 = Layout([
+    ("service_pack_build", "I"),
+    ("size_of_dump", "I"),
+    ("valid_offset", "I"),
+    ("context_offset", "I"),
+    ("exception_offset", "I"),
+    ("mm_offset", "I"),
+    ("unloaded_drivers_offset", "I"),
+    ("prcb_offset", "I"),
+    ("process_offset", "I"),
+    ("thread_offset", "I"),
+    ("call_stack_offset", "I"),
+    ("size_of_call_stack", "I"),
+    ("driver_list_offset", "I"),
+    ("driver_count", "I"),
+    ("string_pool_offset", "I"),
+    ("string_pool_size", "I"),
+    ("broken_driver_offset", "I"),
+    ("triage_options", "I"),
+    ("top_of_stack", "Q"),
+    ("architecture_specific", "16s"),
+    ("data_page_address", "Q"),
+    ("data_page_offset", "I"),
+    ("data_page_size", "I"),
+    ("debugger_data_offset", "I"),
+    ("debugger_data_size", "I"),
+    ("data_blocks_offset", "I"),
+    ("data_blocks_count", "I"),
+])
 assert _Triage64.sizeof() == 0x80
 
 _DRIVER = struct.Struct("<I4x" "16x" "32x" "QQI4x" "16x16x" "IHHQ" "I4x" "I4x")

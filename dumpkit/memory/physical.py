@@ -16,8 +16,6 @@ import bisect
 import warnings
 from typing import Iterator, List, Optional, Tuple
 
-import numpy as np
-
 from ..errors import CorruptDumpError, DumpWarning, MissingPageError
 from ..io import Source
 
@@ -25,7 +23,6 @@ PAGE_SIZE = 0x1000
 PAGE_SHIFT = 12
 _BLOCK_BYTES = 64                   # 512 pages per rank block
 _BLOCK_SHIFT = 9
-_POPCOUNT8 = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint16)
 
 
 class PhysicalLayer:
@@ -146,6 +143,7 @@ class BitmapLayer(PhysicalLayer):
 
     def __init__(self, source: Source, bitmap_offset: int, bitmap_bits: int, first_page_offset: int,
                  expected_pages: Optional[int] = None) -> None:
+        import numpy as np                  # here, not at import: a triage dump never needs it
         self.source = source
         nbytes = (bitmap_bits + 7) // 8
         self._bits = bitmap_bits
@@ -159,7 +157,7 @@ class BitmapLayer(PhysicalLayer):
         # rank index: pages set before each 512-page block
         nblocks = (nbytes + _BLOCK_BYTES - 1) // _BLOCK_BYTES
         counts = np.zeros(nblocks * _BLOCK_BYTES, dtype=np.uint16)
-        counts[:nbytes] = _POPCOUNT8[bm]
+        counts[:nbytes] = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint16)[bm]
         per_block = counts.reshape(nblocks, _BLOCK_BYTES).sum(axis=1, dtype=np.int64)
         rank = np.zeros(nblocks + 1, dtype=np.int64)
         np.cumsum(per_block, out=rank[1:])
@@ -187,6 +185,7 @@ class BitmapLayer(PhysicalLayer):
 
     def iter_runs(self, chunk_bytes: int = 1 << 20) -> Iterator[Tuple[int, int, int]]:
         """Maximal runs of set bits, found chunk by chunk with numpy (flat memory)."""
+        import numpy as np
         bm = self._bm_np
         n = len(bm)
         offset = self._first

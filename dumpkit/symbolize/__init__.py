@@ -8,14 +8,35 @@ and the resolver that names addresses (PDB, then exports, then module+offset).
 """
 from __future__ import annotations
 
-from .cab import Cabinet, extract_single
-from .msf import MsfFile
-from .names import UnsafeNameError, check_name, image_key, pdb_key
-from .pdb import ModuleInfo, Pdb, Procedure, PublicSymbol, SectionHeader, SymbolHit
-from .resolver import ModuleSymbols, Resolution, Resolver, open_image
-from .server import FetchResult, NegativeCache, SymbolServer, network_disabled
-from .store import Attempt, LocalStore, SymbolPath, default_cache_dir
-from .undname import undecorate
+import importlib
+from typing import Any
+
+# names are imported on first use (PEP 562): ``from dumpkit.symbolize.pdb import Pdb`` must not
+# pull in the HTTP client, and ``import dumpkit`` must not pull in any of this
+_WHERE = {
+    "Cabinet": "cab", "extract_single": "cab", "MsfFile": "msf",
+    "UnsafeNameError": "names", "check_name": "names", "image_key": "names", "pdb_key": "names",
+    "ModuleInfo": "pdb", "Pdb": "pdb", "Procedure": "pdb", "PublicSymbol": "pdb", "SectionHeader": "pdb",
+    "SymbolHit": "pdb",
+    "ModuleSymbols": "resolver", "Resolution": "resolver", "Resolver": "resolver", "open_image": "resolver",
+    "FetchResult": "server", "NegativeCache": "server", "SymbolServer": "server", "network_disabled": "server",
+    "Attempt": "store", "LocalStore": "store", "SymbolPath": "store", "default_cache_dir": "store",
+    "undecorate": "undname",
+}
+
+
+def __getattr__(name: str) -> Any:
+    mod = _WHERE.get(name)
+    if mod is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{mod}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list:
+    return sorted(set(globals()) | set(_WHERE))
+
 
 __all__ = [
     "Pdb", "MsfFile", "PublicSymbol", "Procedure", "SectionHeader", "ModuleInfo", "SymbolHit",

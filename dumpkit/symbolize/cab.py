@@ -13,10 +13,7 @@ is inflated with the last 32 KB of output as its preset dictionary.  Stored
 from __future__ import annotations
 
 import os
-import shutil
 import struct
-import subprocess
-import tempfile
 import zlib
 from dataclasses import dataclass
 from typing import List, Optional, Union
@@ -172,6 +169,9 @@ class _LzxNeeded(Exception):
 
 
 def _cabextract(src: str, max_size: int) -> bytes:
+    import shutil
+    import subprocess
+    import tempfile
     tool = shutil.which("cabextract")
     if not tool:
         raise SymbolError("LZX/Quantum-compressed cabinet: dumpkit decodes MSZIP only; "
@@ -211,6 +211,7 @@ def extract_single(source: Union[str, os.PathLike, bytes], max_size: int = DEFAU
         return cab.extract(max_size=max_size)
     except _LzxNeeded:
         if isinstance(source, (bytes, bytearray)):
+            import tempfile
             with tempfile.NamedTemporaryFile(suffix=".cab", delete=False) as t:
                 t.write(data)
             try:

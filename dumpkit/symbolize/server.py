@@ -20,12 +20,10 @@ from __future__ import annotations
 import json
 import os
 import socket
-import tempfile
 import threading
 import time
 import urllib.error
 import urllib.parse
-import urllib.request
 import zlib
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -102,6 +100,7 @@ class NegativeCache:
             data = {k: v for k, v in self._entries.items() if v > now}
         try:
             os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+            import tempfile
             fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(self.path)), suffix=".tmp")
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 json.dump(data, f)
@@ -198,6 +197,7 @@ class SymbolServer:
                     time.sleep(delay)
 
     def _get_once(self, url: str, limit: int) -> bytes:
+        import urllib.request                # here: it pulls in http.client, ssl and email (~35 ms)
         self.requests_made += 1
         req = urllib.request.Request(url, headers={"User-Agent": self.user_agent,
                                                    "Accept-Encoding": "gzip"})

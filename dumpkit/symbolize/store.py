@@ -28,9 +28,7 @@ Every step is recorded as an :class:`Attempt` for the ``symbols`` report.
 from __future__ import annotations
 
 import os
-import shutil
 import struct
-import tempfile
 import uuid
 import weakref
 from dataclasses import dataclass
@@ -181,6 +179,7 @@ class LocalStore:
         kd = self.key_dir_for_write(name, key)
         os.makedirs(kd, exist_ok=True)
         target = os.path.join(kd, name)
+        import tempfile                      # here: tempfile and shutil cost ~10 ms at start-up
         fd, tmp = tempfile.mkstemp(dir=kd, prefix=".dl-", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as f:
@@ -223,6 +222,8 @@ class _Scratch:
 
     def store(self) -> LocalStore:
         if self._dir is None:
+            import shutil
+            import tempfile
             self._dir = tempfile.mkdtemp(prefix="dumpkit-sym-")
             self._fin = weakref.finalize(self, shutil.rmtree, self._dir, True)
         return LocalStore(self._dir)

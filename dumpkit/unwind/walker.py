@@ -137,25 +137,61 @@ def _capstone():
     return _CS
 
 
+def _ff2_size(code: bytes, i: int) -> Optional[int]:
+    """Length of ``[REX] FF /2`` (``call r/m64``) or ``FF /3`` (far ``call m16:64``) starting at
+    ``code[i]``, or None when the bytes there are not one of them.  ModRM/SIB/displacement sizes per the Intel SDM
+    (64-bit mode: mod 00 r/m 101 is RIP+disp32; SIB base 101 with mod 00 has a disp32)."""
+    n = len(code)
+    if i < n and 0x40 <= code[i] <= 0x4F:
+        i += 1
+        size = 1
+    else:
+        size = 0
+    if i + 1 >= n or code[i] != 0xFF:
+        return None
+    modrm = code[i + 1]
+    reg, mod, rm = (modrm >> 3) & 7, modrm >> 6, modrm & 7
+    if reg not in (2, 3) or (reg == 3 and mod == 3):      # /3 is the far call, memory only
+        return None
+    size += 2
+    if mod == 3:
+        return size
+    if rm == 4:
+        if i + 2 >= n:
+            return None
+        size += 1
+        if mod == 0 and code[i + 2] & 7 == 5:
+            return size + 4
+    elif mod == 0 and rm == 5:
+        return size + 4
+    return size + (0, 1, 4)[mod]
+
+
 def ends_with_call(code: bytes, ra: int) -> bool:
     """Do the bytes just before ``ra`` (``code`` ends at ``ra``) end with a call instruction?
 
-    ``E8 rel32`` is matched by pattern; the ``FF /2`` forms (``call r/m64``,
-    2 to 7 bytes with prefixes) are decoded with capstone.
+    ``E8 rel32`` and ``[REX] FF /2`` (``call r/m64``, 2 to 7 bytes) are decoded here; only
+    candidates that start with a legacy prefix (segment, ``F2``) go to capstone, so the
+    common walk never imports it.
     """
     n = len(code)
     if n >= 5 and code[n - 5] == 0xE8:
         return True
-    cs = _capstone()
     for length in (2, 3, 6, 7, 4, 5):
         if length > n:
             continue
         start = n - length
         b0 = code[start]
-        # FF /2 possibly after REX / segment / operand prefixes
-        if b0 != 0xFF and not (0x40 <= b0 <= 0x4F or b0 in (0x2E, 0x3E, 0x26, 0x64, 0x65, 0x36, 0xF2)):
+        if b0 == 0xFF or (0x40 <= b0 <= 0x4F and code[start + 1] == 0xFF):
+            if _ff2_size(code, start) == length:
+                return True
             continue
-        for insn in cs.disasm(code[start:], ra - length, 1):
+        # FF /2 after a legacy prefix (or a REX run): rare; capstone decides
+        if not (0x40 <= b0 <= 0x4F or b0 in (0x2E, 0x3E, 0x26, 0x64, 0x65, 0x36, 0xF2)):
+            continue
+        if 0xFF not in code[start:]:
+            continue
+        for insn in _capstone().disasm(code[start:], ra - length, 1):
             if insn.size == length and insn.mnemonic == "call":
                 return True
     return False
