@@ -73,7 +73,14 @@ def test_other_classes_from_classify_md_table():
     assert failure_bucket_id(0x1A, [0x41792, 0, 0, 0], "nt", "MiDeleteVirtualAddresses") == \
         "0x1a_41792_nt!MiDeleteVirtualAddresses"
     assert failure_bucket_id(0x133, [1, 0x1e00, 0x1e00, 0], "gwdrv", None) == "0x133_DPC_gwdrv!unknown_function"
-    isr = [Frame(0, 0, 0, module="nt", symbol="KiInterruptDispatchNoLockNoEtw", offset=0x3e)]
+    # the clock interrupt that noticed the timeout over ordinary code is still a DPC timeout (real 0x133 gwdrv
+    # output: KiInterruptDispatchNoLockNoEtw on top, bucket 0x133_DPC_gwdrv!unknown_function) ...
+    clock = [Frame(0, 0, 0, module="nt", symbol="KiInterruptDispatchNoLockNoEtw", offset=0x3e),
+             Frame(1, 0, 0, module="nt", symbol="ExAllocatePoolWithTag", offset=0xa7)]
+    assert failure_bucket_id(0x133, [0, 0, 0, 0], "gwdrv", None, frames=clock) == "0x133_DPC_gwdrv!unknown_function"
+    # ... an ISR when, below it, the processor was inside another interrupt's dispatch
+    isr = clock + [Frame(2, 0, 0, module="nvlddmkm", symbol=None, offset=0x10),
+                   Frame(3, 0, 0, module="nt", symbol="KiInterruptDispatch", offset=0x10)]
     assert failure_bucket_id(0x133, [0, 0, 0, 0], "nvlddmkm", None, frames=isr) == "0x133_ISR_nvlddmkm!unknown_function"
     assert failure_bucket_id(0x9F, [4, 0, 0, 0], None, None, device_image="usbehci.sys") == "0x9F_4_IMAGE_usbehci.sys"
     assert failure_bucket_id(0x9F, [3, 0, 0, 0], "RtsPer", None, device_image="pci.sys", fdo_module="RtsPer") == \

@@ -32,7 +32,8 @@ __all__ = ["Case", "Analyzer", "AnalyzerTable", "Facts", "Verdict", "evaluate", 
 
 CULPRIT_KINDS = ("followup", "param_module", "tdr", "cpu_vendor", "hardware", "unknown", "device_stack")
 CONTEXT_KINDS = ("cxr_param", "trap", "exception", "thread", "none")
-_WHEN_KEYS = {"exception", "fault_kind", "p1", "p2_negative", "field", "stack_has", "has", "followup"}
+_WHEN_KEYS = {"exception", "fault_kind", "p1", "p2_negative", "field", "stack_has", "has", "followup",
+              "nested_interrupt"}
 _FACT_RE = re.compile(r"\{([A-Za-z0-9_]+(?::[A-Za-z0-9_.]+)?)\}")
 _OPT_RE = re.compile(r"\[([^\[\]]*)\]")
 STATUS_ACCESS_VIOLATION = 0xC0000005
@@ -74,6 +75,7 @@ class Analyzer:
     subtype_param: int = 1
     subtypes: Mapping[int, str] = field(default_factory=dict)
     livedump: bool = False
+    followup_top: bool = False          # followup_from = "top": the analysed thread's top frame
 
     def subtype_name(self, parameters: Sequence[int], kb: Any = None, code: Optional[int] = None) -> Optional[str]:
         """The name of the subtype parameter's value (this table first, then bugcheck_subtypes.json)."""
@@ -172,7 +174,8 @@ class AnalyzerTable:
             analyzers.append(Analyzer(codes=codes, cases=cases, context=ctx,
                                       fault_instruction=bool(a.get("fault_instruction", False)),
                                       followup_skip=tuple(str(m).lower() for m in a.get("followup_skip", [])),
-                                      subtype_param=sp, subtypes=subs, livedump=bool(a.get("livedump", False))))
+                                      subtype_param=sp, subtypes=subs, livedump=bool(a.get("livedump", False)),
+                                      followup_top=_followup_from(a.get("followup_from", "triage"), where)))
         return cls(overrides, analyzers)
 
     def for_code(self, code: Optional[int], livedump: bool = False) -> Analyzer:
@@ -188,6 +191,12 @@ class AnalyzerTable:
         if a is None and livedump and self._lkd_default is not None:
             a = self._lkd_default
         return a or _DEFAULT
+
+
+def _followup_from(v: Any, where: str) -> bool:
+    if v not in ("triage", "top"):
+        raise AnalyzerTableError(f"{where}: followup_from must be 'triage' or 'top'")
+    return v == "top"
 
 
 def _hex(v: Any, where: str) -> int:
@@ -280,6 +289,23 @@ def _stack_has(frames: Sequence[Any], patterns: Sequence[str]) -> bool:
     return False
 
 
+_INTERRUPT_PATTERNS = ("nt!KiInterruptDispatch*", "nt!KiCallInterruptServiceRoutine*", "nt!KiInterruptSubDispatch*",
+                       "nt!KiChainedDispatch*", "nt!KiInterruptMessageDispatch*", "hal!HalpInterrupt*")
+
+
+def _nested_interrupt(frames: Sequence[Any]) -> bool:
+    """True when, below the interrupt that reported the timeout (the clock tick on top), the stack
+    is inside another interrupt's dispatch: the processor was running an ISR, not a DPC."""
+    groups = 0
+    inside = False
+    for f in frames:
+        hit = _stack_has([f], _INTERRUPT_PATTERNS)
+        if hit and not inside:
+            groups += 1
+        inside = hit
+    return groups >= 2
+
+
 def _holds(when: Mapping[str, Any], facts: Facts) -> bool:
     p = facts.params
     for k, v in when.items():
@@ -312,6 +338,9 @@ def _holds(when: Mapping[str, Any], facts: Facts) -> bool:
             for name in v:
                 if not getattr(facts, str(name), None):
                     return False
+        elif k == "nested_interrupt":
+            if _nested_interrupt(facts.frames) != bool(v):
+                return False
         elif k == "followup":
             if facts.followup_strength != v or not facts.followup:
                 return False

@@ -15,6 +15,7 @@ compared with dumpkit's own result.
 from __future__ import annotations
 
 import json
+import re
 import warnings as _warnings
 from datetime import datetime, timedelta
 from dataclasses import dataclass, field
@@ -47,6 +48,10 @@ _LOAD_FRAMES = {
     "PnpStartDevice": "a PnP device start (PnpStartDevice)",
     "IopUnloadDriver": "driver unload (IopUnloadDriver)",
 }
+_USER_DLLS = {"ntdll", "kernel32", "kernelbase", "user32", "win32u", "gdi32", "gdi32full", "combase", "rpcrt4",
+              "ucrtbase", "msvcrt", "advapi32", "sechost", "ws2_32", "ole32", "shell32", "wow64", "wow64cpu",
+              "wow64win", "csrsrv", "basesrv", "winsrv", "sxssrv"}
+_USER_EXES = {"csrss", "smss", "wininit", "winlogon", "lsass", "services", "svchost", "explorer", "dwm", "fontdrvhost"}
 _HEAP_FRAMES = ("RtlpHp", "ExFreePool", "ExFreeHeapPool", "ExAllocatePool", "RtlpHeap", "ExpFreePool")
 
 
@@ -148,7 +153,7 @@ class Analysis:
             reasons.append("no bug check code (none in the input and none could be inferred)")
         if not len(self.frames):
             reasons.append("no stack frames")
-        if self.culprit.module is None:
+        if self.culprit.module is None and self.culprit.category != "hardware":
             reasons.append("no module could be blamed")
         if reasons:
             reasons += [f"warning: {w}" for w in self.warnings][:5]
@@ -282,7 +287,18 @@ def _faulting_frame_index(frames: Sequence[Frame]) -> Optional[int]:
     return 0 if frames else None
 
 
-def _image_for(module: Optional[str], modules: ModuleList, kb: Any) -> Optional[str]:
+_USER_TOP = 0x0000800000000000
+
+
+def _is_user_frame(f: Optional[Frame]) -> bool:
+    """A frame of user-mode code (below the kernel half of the address space)."""
+    if f is None:
+        return False
+    addr = f.instruction or f.child_sp
+    return bool(addr) and addr < _USER_TOP and (f.child_sp or 0) < _USER_TOP
+
+
+def _image_for(module: Optional[str], modules: ModuleList, kb: Any, frame: Optional[Frame] = None) -> Optional[str]:
     if not module:
         return None
     m = modules.by_name(module) if len(modules) else None
@@ -309,6 +325,9 @@ def _image_for(module: Optional[str], modules: ModuleList, kb: Any) -> Optional[
                 return module + "." + rec.file.rsplit(".", 1)[-1] if "." in rec.file else rec.file
     if "." in module:
         return module
+    if _is_user_frame(frame):
+        # a user-mode image on a kernel stack keeps its own extension (ntdll.dll, csrss.exe)
+        return f"{module}.exe" if module.lower() in _USER_EXES else f"{module}.dll"
     return f"{module}.sys"
 
 
@@ -327,9 +346,9 @@ def _classify(name: str, modules: ModuleList, versions: Mapping[str, Mapping[str
         return None
 
 
-def _select_followup(frames: Sequence[Frame], kb: Any, rules: Any) -> Any:
+def _select_followup(frames: Sequence[Frame], kb: Any, rules: Any, skip: Sequence[str] = (), top: bool = False) -> Any:
     from .followup import select_followup
-    return select_followup(frames, rules=rules, kb=kb)
+    return select_followup(frames, rules=rules, kb=kb, skip_modules=skip, top_frame=top)
 
 
 def _describe(info: Any) -> str:
@@ -352,6 +371,110 @@ def _add(lst: List[str], item: str) -> None:
     if item and item not in lst:
         lst.append(item)
 
+# --- helpers for the per-bug-check analyzers --------------------------------------------------------
+_HARDWARE_CULPRITS = ("hardware", "cpu_vendor", "unknown")
+_CULPRIT_SOURCE = {
+    "hardware": "the memory-corruption check (the damage is a hardware pattern)",
+    "cpu_vendor": "the processor that reported the machine check (its vendor)",
+    "unknown": "nowhere: no frame on the reporting processor's stack is to blame",
+    "tdr": "the display driver the TDR parameter points into",
+    "param_module": "the module a bug-check parameter points into",
+    "device_stack": "the device stack of the blocked IRP",
+}
+_HARDWARE_REMEDIATION = {
+    "hardware": ("Test the memory: Windows Memory Diagnostic (mdsched.exe) or MemTest86 for several passes; remove "
+                 "any overclock or XMP profile and reseat or swap the modules.",),
+    "cpu_vendor": ("A hardware error was reported through WHEA: read the error record (!errrec <P2> in WinDbg, or the "
+                   "WHEA-Logger events), update the BIOS/firmware and CPU microcode, check cooling and power, and "
+                   "remove any overclock.",),
+    "unknown": ("A processor stopped answering the clock interrupt: update the BIOS/firmware and chipset drivers, "
+                "remove any overclock, and analyse the hung processor's stack (~<P4>s; kb in WinDbg).",),
+}
+_HEX_WORD = re.compile(r"0x([0-9a-fA-F]{1,16})\b")
+
+
+def _field_word(fields: Mapping[str, str], key: str) -> Optional[str]:
+    v = str(fields.get(key, "")).split()
+    return v[0] if v else None
+
+
+def _status_fact(code: Optional[int], fields: Mapping[str, str]) -> Optional[str]:
+    """0xEF's exit status as the bucket spells it (lower-case hex, no 0x) from ERROR_CODE / EXCEPTION_CODE."""
+    if code is None or base_code(code) != 0xEF:
+        return None
+    for key in ("ERROR_CODE", "EXCEPTION_CODE", "EXCEPTION_CODE_STR"):
+        m = _HEX_WORD.search(str(fields.get(key, "")))
+        if m:
+            return f"{int(m.group(1), 16):x}"
+        w = _field_word(fields, key)
+        if w and re.fullmatch(r"[0-9a-fA-F]{8}", w):
+            return w.lower()
+    return None
+
+
+def _culprit_param(table: Any, facts: Any) -> Optional[int]:
+    """The parameter the analyzer names the culprit by (0x116 P2), if its case wants one."""
+    an = table.for_code(facts.code, facts.livedump)
+    for c in an.cases:
+        if c.culprit_param:
+            return c.culprit_param
+    return None
+
+
+def _module_at(addr: int, modules: ModuleList, labels: Mapping[int, str], fields: Mapping[str, str],
+               warn_list: List[str], kb: Any) -> Optional[Tuple[str, str]]:
+    """(module, image) of the module ``addr`` points into: the module list, else a label the input
+    printed for that address (FAULTING_IP ``igdkmd64+120f0``), else FAULTING_MODULE."""
+    if len(modules):
+        m = modules.find(addr)
+        if m is not None:
+            fname = m.name.replace("/", "\\").rsplit("\\", 1)[-1]
+            return fname.rsplit(".", 1)[0], fname
+    lab = labels.get(addr)
+    if lab:
+        mod = re.split(r"[!+]", lab, maxsplit=1)[0].strip()
+        if mod:
+            return mod, _image_for(mod, modules, kb) or f"{mod}.sys"
+    fm = str(fields.get("FAULTING_MODULE", "")).split()
+    if fm:
+        mod = fm[-1]
+        return mod, _image_for(mod, modules, kb) or f"{mod}.sys"
+    return None
+
+
+def _culprit_symbol(v: Any, params: Sequence[int], labels: Mapping[int, str]) -> Optional[str]:
+    if v.culprit in ("tdr", "param_module") and v.culprit_param and v.culprit_param <= len(params):
+        lab = labels.get(params[v.culprit_param - 1])
+        if lab:
+            return lab.replace("+0x", "+")
+        return v.module
+    if v.culprit == "unknown":
+        return "ANALYSIS_INCONCLUSIVE"
+    return None
+
+
+def _named_culprit(v: Any, info: Any, params: Sequence[int], fields: Mapping[str, str]) -> Culprit:
+    """dumpkit's verdict when the bug check, not a stack frame, names the culprit."""
+    if v.culprit == "hardware":
+        kind = _field_word(fields, "MEMORY_CORRUPTOR") or "memory"
+        return Culprit(module=None, category="hardware",
+                       reason=(f"WinDbg's memory-corruption check classified the damage as {kind}: a pattern that "
+                               f"points at failing RAM (or an unstable overclock) rather than at a driver."))
+    if v.culprit == "cpu_vendor":
+        return Culprit(module=None, vendor=v.module, category="hardware",
+                       reason=(f"WHEA_UNCORRECTABLE_ERROR: the processor ({v.module}) or the platform reported a "
+                               f"fatal hardware error; no driver frame is to blame."))
+    if v.culprit == "unknown":
+        return Culprit(module=None, category="hardware",
+                       reason=("The bug check says another processor stopped responding; the stack of the processor "
+                               "that reported it does not show the cause."))
+    why = f"{v.bucket}: {_CULPRIT_SOURCE.get(v.culprit, 'the bug check')} is {v.image}"
+    if info is not None:
+        why += f"; {v.image} is {_describe(info)}"
+    return Culprit(module=v.image, vendor=getattr(info, "vendor", None), category=getattr(info, "category", None),
+                   reason=why + ".", in_box=getattr(info, "in_box", None), service=getattr(info, "service", None))
+
+
 
 def analyze_parts(bugcheck_code: Optional[int], parameters: Sequence[int], frames: Sequence[Frame],
                   modules: Optional[Iterable[Module]] = None, context: Optional[Context] = None,
@@ -364,7 +487,9 @@ def analyze_parts(bugcheck_code: Optional[int], parameters: Sequence[int], frame
                   stack_command: Optional[str] = None, setup_failures: Sequence[str] = (),
                   debug_session_time: Optional[str] = None, system_uptime: Optional[str] = None,
                   kb: Any = None, rules: Any = None, source: str = "dump",
-                  warnings: Sequence[str] = ()) -> Analysis:
+                  warnings: Sequence[str] = (), fields: Optional[Mapping[str, str]] = None,
+                  cpu_vendor: Optional[str] = None, labels: Optional[Mapping[int, str]] = None,
+                  processors: Optional[int] = None, livedump: Optional[bool] = None) -> Analysis:
     """Analyse a crash from its parts (the common core of dump and text analysis).
 
     ``frames`` is the stack of the analysis context, top first (for a dump: the stack
@@ -372,7 +497,14 @@ def analyze_parts(bugcheck_code: Optional[int], parameters: Sequence[int], frame
     register context of the faulting instruction; ``fault_bytes`` the bytes at its IP
     (``fault_ip``, defaults to ``context.rip``).  ``exception`` may carry 'code',
     'parameter1', 'parameter2' (the EXCEPTION_RECORD's) and 'memory_region'.
+    ``fields`` are other ``!analyze`` input fields (text input: MEMORY_CORRUPTOR, CPU_VENDOR,
+    FAULTING_THREAD, ERROR_CODE...); ``labels`` maps addresses to ``module+offset`` labels
+    shown in the input (FAULTING_IP); the per-bug-check rules come from
+    ``symbols/analyzers.toml`` (:mod:`dumpkit.analysis.analyzers`).
     """
+    from .analyzers import AnalyzerTable
+    from .bucket import _facts
+    fields = dict(fields or {})
     notes: List[str] = []
     warn_list: List[str] = list(warnings)
     if kb is None:
@@ -410,6 +542,13 @@ def analyze_parts(bugcheck_code: Optional[int], parameters: Sequence[int], frame
         except Exception:
             info = None
     name = bugcheck_name or (info.name if info is not None else None)
+    try:
+        table = AnalyzerTable.load()
+    except Exception as e:  # a broken table must not sink the analysis: the plain default applies
+        warn_list.append(f"analyzer table unavailable: {e}")
+        table = None
+    lkd = bool(livedump) if livedump is not None else getattr(info, "kind", "") == "livedump"
+    analyzer = table.for_code(code, lkd) if table is not None else None
     ptext: List[Tuple[str, int, str]] = []
     if info is not None and params:
         try:
@@ -422,19 +561,20 @@ def analyze_parts(bugcheck_code: Optional[int], parameters: Sequence[int], frame
     # --- image names on frames ------------------------------------------------------------------
     for f in stack:
         if f.module and not f.image_name:
-            f.image_name = _image_for(f.module, mods, kb)
+            f.image_name = _image_for(f.module, mods, kb, f)
 
     # --- followup (WinDbg's attribution) -----------------------------------------------------------
     fu = None
     if stack:
         try:
-            fu = _select_followup(stack, kb, rules)
+            fu = _select_followup(stack, kb, rules, skip=getattr(analyzer, "followup_skip", ()),
+                                  top=getattr(analyzer, "followup_top", False))
         except Exception as e:
             warn_list.append(f"followup selection failed: {e}")
     fmod = fu.module if fu is not None else None
     fsym = fu.symbol if fu is not None else None
     fframe = fu.frame if fu is not None else None
-    image = _image_for(fmod, mods, kb) if fmod else None
+    image = _image_for(fmod, mods, kb, fframe) if fmod else None
     if fu is not None and getattr(fu, "image_name", None) and not len(mods):
         image = fu.image_name if fmod and fmod.lower() not in ("nt", "hal") else image
     symbol_name = fu.symbol_name if fu is not None and fmod else None
@@ -464,16 +604,38 @@ def analyze_parts(bugcheck_code: Optional[int], parameters: Sequence[int], frame
     is_av = is_access_violation_code(code, params, exc.get("code")) or (
         code is None and fault.kind not in ("unknown", "security_check"))
 
-    # --- bucket ------------------------------------------------------------------------------------
+    # --- bucket: the bug check's analyzer (symbols/analyzers.toml) ---------------------------------
     bucket = None
+    verdict_an = None
     if code is not None or is_av:
-        bucket = failure_bucket_id(
-            code if code is not None else None, params, fmod, fsym,
-            exception_code=exc.get("code"), access=fault.access,
-            fault_kind=fault.kind if fault.kind in ("paged_ip", "null_ip", "bad_ip") else (
-                "av" if code is None and is_av else None),
-            av_region=None if av_region is None else av_region, frames=stack, process_name=process_name,
-            device_image=device_image, kb=kb)
+        kw = dict(exception_code=exc.get("code"), access=fault.access,
+                  fault_kind=fault.kind if fault.kind in ("paged_ip", "null_ip", "bad_ip") else (
+                      "av" if code is None and is_av else None),
+                  av_region=None if av_region is None else av_region, frames=stack, process_name=process_name,
+                  device_image=device_image, kb=kb)
+        if code is None or table is None:
+            bucket = failure_bucket_id(code, params, fmod, fsym, **kw)
+        else:
+            from .analyzers import evaluate
+            from .bucket import followup_text
+            facts = _facts(code, params, followup=followup_text(fmod, fsym),
+                           followup_strength=getattr(fu, "strength", None), fields=fields,
+                           cpu_vendor=cpu_vendor or _field_word(fields, "CPU_VENDOR"),
+                           param_module=None, procs=processors, livedump=lkd, **kw)
+            facts.status = _status_fact(code, fields)
+            cp = _culprit_param(table, facts)
+            if cp is not None and cp <= len(params):
+                facts.param_module = _module_at(params[cp - 1], mods, labels or {}, fields, warn_list, kb)
+            verdict_an = evaluate(facts, table)
+            bucket = verdict_an.bucket
+            if verdict_an.culprit != "followup" and verdict_an.module:
+                fmod_shown = verdict_an.module
+                notes.append(f"{verdict_an.bucket.split('_')[0]}: MODULE_NAME comes from "
+                             f"{_CULPRIT_SOURCE.get(verdict_an.culprit, verdict_an.culprit)}, not from a stack frame")
+                symbol_name = _culprit_symbol(verdict_an, params, labels or {})
+                image = verdict_an.image
+                fmod = fmod_shown
+                fframe = None
     bucket_hash = failure_id_hash(bucket) if bucket else None
 
     # --- culprit and victims (dumpkit's verdict) ------------------------------------------------------
@@ -494,8 +656,11 @@ def analyze_parts(bugcheck_code: Optional[int], parameters: Sequence[int], frame
 
     culprit_frame: Optional[Frame] = None
     culprit_info = None
-    fu_info = verdict(fmod) if fmod else None
-    if fmod and (fu_info is None or getattr(fu_info, "role", "culprit") == "culprit"):
+    named = verdict_an is not None and verdict_an.culprit != "followup" and bool(verdict_an.module)
+    fu_info = verdict(fmod) if fmod and not (named and verdict_an.culprit in _HARDWARE_CULPRITS) else None
+    if named:
+        pass
+    elif fmod and (fu_info is None or getattr(fu_info, "role", "culprit") == "culprit"):
         culprit_frame, culprit_info = fframe, fu_info
     elif fmod:
         # the followup is framework/OS code: blame the first third-party caller below it, if any
@@ -507,8 +672,12 @@ def analyze_parts(bugcheck_code: Optional[int], parameters: Sequence[int], frame
                     culprit_frame, culprit_info = g, v
                     break
     culprit: Culprit
-    if culprit_frame is not None:
-        cimg = _image_for(culprit_frame.module, mods, kb) or culprit_frame.module
+    if named:
+        assert verdict_an is not None
+        culprit = _named_culprit(verdict_an, fu_info, params, fields)
+        culprit_info = fu_info if verdict_an.culprit not in _HARDWARE_CULPRITS else None
+    elif culprit_frame is not None:
+        cimg = _image_for(culprit_frame.module, mods, kb, culprit_frame) or culprit_frame.module
         why = []
         if culprit_frame is fframe:
             why.append(f"{culprit_frame.call_site} is the followup frame: the first frame WinDbg's triage rules "
@@ -565,6 +734,9 @@ def analyze_parts(bugcheck_code: Optional[int], parameters: Sequence[int], frame
 
     # --- remediation ------------------------------------------------------------------------------------
     rem: List[str] = []
+    if named and verdict_an is not None:
+        for r in _HARDWARE_REMEDIATION.get(verdict_an.culprit, ()):
+            _add(rem, r)
     if culprit_info is not None:
         for r in culprit_info.remediation:
             _add(rem, r)
@@ -634,6 +806,38 @@ _CONCLUSIONS = ("MODULE_NAME", "IMAGE_NAME", "SYMBOL_NAME", "FAILURE_BUCKET_ID",
                 "FAILURE_ID_HASH_STRING", "FAULTING_MODULE", "IMAGE_VERSION")
 
 
+_LABEL_LINE = re.compile(r"^[A-Za-z_][\w.\-]{0,63}(?:![^\s]{1,200})?(?:\+(?:0x)?[0-9a-fA-F]{1,16})?:$")
+_ADDR_LINE = re.compile(r"^([0-9a-fA-F]{8}`?[0-9a-fA-F]{8}|[0-9a-fA-F]{8})\s")
+
+
+def _labels(pt: Any) -> Dict[int, str]:
+    """address -> ``module+offset`` label for the instructions the input showed (FAULTING_IP, .trap)."""
+    out: Dict[int, str] = {}
+    for d in getattr(pt, "disassembly", []):
+        if d.label and d.address not in out:
+            out[d.address] = d.label
+    # FAULTING_IP with unreadable bytes ('fffff800`a4c620f0 ??  ???') is not a disassembly line
+    for key in ("FAULTING_IP",):
+        lines = [str(pt.fields.get(key, ""))] + list(getattr(pt, "blocks", {}).get(key, []))
+        label = None
+        for ln in lines[:8]:
+            t = ln.strip()
+            if _LABEL_LINE.match(t):
+                label = t[:-1]
+                continue
+            m = _ADDR_LINE.match(t)
+            if m and label:
+                addr = int(m.group(1).replace("`", ""), 16)
+                out.setdefault(addr, label)
+                label = None
+    return out
+
+
+def _processors(f: Mapping[str, str]) -> Optional[int]:
+    m = re.search(r"\((\d{1,4}) procs\)", str(f.get("KERNEL_VERSION", "")))
+    return int(m.group(1)) if m else None
+
+
 def analyze_text(text: Union[str, bytes], *, kb: Any = None, rules: Any = None,
                  source: Optional[str] = None) -> Analysis:
     """Analyse pasted WinDbg text (``!analyze -v``, a ``k`` stack, ``lm``, ``r``, the faulting line).
@@ -663,7 +867,8 @@ def analyze_text(text: Union[str, bytes], *, kb: Any = None, rules: Any = None,
         bugcheck_name=pt.bugcheck_name, parameter_text=pt.parameter_text, module_versions=pt.module_versions,
         irql=irql, ip_in_paged_code=ip_paged, setup_failures=pt.setup_failures,
         debug_session_time=pt.debug_session_time, system_uptime=pt.system_uptime, kb=kb, rules=rules,
-        source="text", warnings=pt.warnings)
+        source="text", warnings=pt.warnings, fields={k: v for k, v in f.items() if k not in _CONCLUSIONS},
+        labels=_labels(pt), processors=_processors(f))
     a.reported = {k: f[k] for k in _CONCLUSIONS if k in f and f[k]}
     if "Failure.Bucket" in pt.key_values:
         a.reported.setdefault("FAILURE_BUCKET_ID", pt.key_values["Failure.Bucket"])

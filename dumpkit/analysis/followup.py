@@ -99,17 +99,28 @@ class FollowupResult:
 
 
 def select_followup(frames: Sequence[Frame], rules: Optional[TriageRules] = None,
-                    kb: Optional[KnowledgeBase] = None) -> FollowupResult:
+                    kb: Optional[KnowledgeBase] = None, *, skip_modules: Sequence[str] = (),
+                    top_frame: bool = False) -> FollowupResult:
     """Pick the followup frame of ``frames`` (top of stack first).
 
     ``rules`` defaults to ``kb.rules``; ``kb`` defaults to :meth:`KnowledgeBase.load`.
     The module database is used to flag a followup on framework code (ks, ndis,
     Wdf01000, ...) as a likely victim and to say where to look instead.
+    ``skip_modules`` (from the bug check's analyzer, e.g. ``hal`` for 0x5C) are never
+    chosen; ``top_frame=True`` takes the topmost frame with a module (the stack of a
+    waiting thread in a live dump: its wait *is* the finding).
     """
     if kb is None:
         kb = KnowledgeBase.load()
     if rules is None:
         rules = kb.rules
+    skip = {normalize_module_name(m) for m in skip_modules}
+    if top_frame:
+        for i, f in enumerate(frames):
+            if f.module and normalize_module_name(f.module) not in skip:
+                m = rules.lookup(f.module, f.symbol)
+                return _result(kb, frames, i, m, "definite", "the analyzer for this bug check takes the top frame "
+                               "of the analysed thread", [], rules)
 
     best_i: Optional[int] = None
     best_rank = 0
@@ -120,6 +131,9 @@ def select_followup(frames: Sequence[Frame], rules: Optional[TriageRules] = None
             notes.append((i, f, None, "no module (raw address or user-mode frame)"))
             continue
         m = rules.lookup(f.module, f.symbol)
+        if skip and normalize_module_name(f.module) in skip:
+            notes.append((i, f, m, "module skipped by this bug check's analyzer"))
+            continue
         if m.strength == "ignore":
             why = f"owner 'ignore' ({_rule_text(m)})"
             notes.append((i, f, m, why))
