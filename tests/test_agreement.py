@@ -1,0 +1,84 @@
+"""dumpkit against real WinDbg ``!analyze -v`` outputs (tests/data/agreement/).
+
+Truth from outside: each case's expected fields were transcribed from a public WinDbg output
+(source in the case file).  The case's inputs are rendered back to WinDbg text without any
+conclusion line and analysed by dumpkit; the conclusions must match WinDbg's, field by field
+(legacy-engine cases: MODULE_NAME and IMAGE_NAME only).
+
+Cases dumpkit does not agree on yet are listed in KNOWN_DISAGREEMENTS.txt with a reason and run
+as strict xfails: fixing one makes its xfail pass, which fails the suite until the line is
+removed from the list.
+"""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from . import _agreement as A
+
+CASES = A.load_cases()
+KNOWN = A.known_disagreements()
+IDS = [c["id"] for c in CASES]
+
+REQUIRED = ("id", "source", "engine", "arch", "bugcheck", "stack", "expected")
+
+
+def _params():
+    for c in CASES:
+        marks = []
+        if c["id"] in KNOWN:
+            marks.append(pytest.mark.xfail(strict=True, reason=KNOWN[c["id"]] or "known disagreement"))
+        yield pytest.param(c, id=c["id"], marks=marks)
+
+
+def test_corpus_size_and_coverage():
+    assert len(CASES) >= 25
+    assert len(set(IDS)) == len(IDS)
+    engines = {c["engine"] for c in CASES}
+    assert engines == {"modern", "legacy"}
+    assert {"x64", "x86"} <= {c["arch"] for c in CASES}
+
+
+def test_known_disagreements_name_real_cases():
+    assert set(KNOWN) <= set(IDS), sorted(set(KNOWN) - set(IDS))
+
+
+@pytest.mark.parametrize("case", list(CASES), ids=IDS)
+def test_case_is_well_formed(case):
+    for k in REQUIRED:
+        assert k in case, k
+    assert case["engine"] in ("modern", "legacy")
+    assert case["arch"] in ("x64", "x86")
+    src = case["source"]
+    assert src.get("url") or src.get("repo") or src.get("index_id"), "a case must say where it comes from"
+    bc = case["bugcheck"]
+    assert re.fullmatch(r"0x[0-9A-F]+", bc["code"]) and len(bc["args"]) == 4
+    exp = case["expected"]
+    assert exp.get("MODULE_NAME") and exp.get("IMAGE_NAME")
+    if case["engine"] == "modern":
+        assert exp.get("FAILURE_BUCKET_ID")
+    # the transcription check: WinDbg's own hash of the bucket, as recorded in the case
+    if exp.get("FAILURE_BUCKET_ID") and exp.get("FAILURE_ID_HASH"):
+        from dumpkit.analysis.bucket import failure_id_hash
+
+        ok = failure_id_hash(exp["FAILURE_BUCKET_ID"], user_mode=case.get("mode") == "user") == exp["FAILURE_ID_HASH"].lower()
+        assert ok == case["transcription_check"]["failure_id_hash_matches_bucket"]
+        assert ok or any("hash" in n.lower() for n in case.get("notes", [])), "a hash mismatch must carry a note"
+
+
+@pytest.mark.parametrize("case", list(CASES), ids=IDS)
+def test_rendered_text_has_no_conclusions(case):
+    text = A.render(case)
+    for key in A.CONCLUSION_KEYS:
+        assert not re.search(rf"^\s*{re.escape(key)}\s*:", text, re.M), key
+    # nor the values WinDbg concluded (the bucket string itself must not leak through a given field)
+    bucket = case["expected"].get("FAILURE_BUCKET_ID")
+    if bucket:
+        assert bucket not in text
+
+
+@pytest.mark.parametrize("case", list(_params()))
+def test_agrees_with_windbg(case):
+    r = A.compare(case)
+    assert r.all_agree, "; ".join(r.mismatches())
