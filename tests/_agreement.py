@@ -141,6 +141,8 @@ def _render_frame(fr: Dict[str, Any], arch: str) -> str:
         site += f" (TrapFrame @ {fr['trap_frame']})"
     if fr.get("source_line"):
         site += f" [{fr['source_line']}]"
+    if not fr.get("child_sp"):       # 'kb' after .thread/.cxr: '# RetAddr : Args to Child : Call Site'
+        return f"{fr.get('index', '00')} {fr['retaddr']} : {' '.join(fr.get('args') or [])} : {site}"
     if arch == "x86":
         args = " ".join(fr.get("args") or ["00000000"] * 3)
         return f"{fr['child_sp']} {fr['retaddr']} {args} {site}"
@@ -210,6 +212,8 @@ def render(case: Dict[str, Any]) -> str:
             lines.append(f"TRAP_FRAME:  {addr} -- (.trap 0x{addr})")
         elif kind == "context" and addr:
             lines.append(f"CONTEXT:  {addr} -- (.cxr 0x{addr})")
+        elif case.get("mode") == "user":
+            lines.append("CONTEXT:  (.ecxr)")
         lines += _render_registers(rc, arch)
         ins = case.get("instruction")
         if ins:
