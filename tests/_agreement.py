@@ -227,6 +227,8 @@ def render(case: Dict[str, Any]) -> str:
     if case.get("stack"):
         lines.append("STACK_TEXT:  ")
         for fr in case["stack"]:
+            if fr.get("warning_before"):        # 'WARNING: Stack unwind information not available...'
+                lines.append(fr["warning_before"])
             lines.append(_render_frame(fr, arch))
         lines += ["", ""]
     return "\n".join(lines) + "\n"
