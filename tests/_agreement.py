@@ -141,6 +141,8 @@ def _render_frame(fr: Dict[str, Any], arch: str) -> str:
         site += f" (TrapFrame @ {fr['trap_frame']})"
     if fr.get("source_line"):
         site += f" [{fr['source_line']}]"
+    if not fr.get("child_sp") and not fr.get("retaddr"):     # call site only ('kc')
+        return f"{fr.get('index', '00')} {site}"
     if not fr.get("child_sp"):       # 'kb' after .thread/.cxr: '# RetAddr : Args to Child : Call Site'
         return f"{fr.get('index', '00')} {fr['retaddr']} : {' '.join(fr.get('args') or [])} : {site}"
     if arch == "x86":
