@@ -32,8 +32,8 @@ __all__ = ["Case", "Analyzer", "AnalyzerTable", "Facts", "Verdict", "evaluate", 
 
 CULPRIT_KINDS = ("followup", "param_module", "tdr", "cpu_vendor", "hardware", "unknown", "device_stack")
 CONTEXT_KINDS = ("cxr_param", "trap", "exception", "thread", "none")
-_WHEN_KEYS = {"exception", "fault_kind", "p1", "p2_negative", "field", "stack_has", "has", "followup",
-              "nested_interrupt"}
+_WHEN_KEYS = {"exception", "fault_kind", "p1", "p2_negative", "field", "field_value", "stack_has", "has",
+              "followup", "nested_interrupt", "p1_range"}
 _FACT_RE = re.compile(r"\{([A-Za-z0-9_]+(?::[A-Za-z0-9_.]+)?)\}")
 _OPT_RE = re.compile(r"\[([^\[\]]*)\]")
 STATUS_ACCESS_VIOLATION = 0xC0000005
@@ -76,6 +76,7 @@ class Analyzer:
     subtypes: Mapping[int, str] = field(default_factory=dict)
     livedump: bool = False
     followup_top: bool = False          # followup_from = "top": the analysed thread's top frame
+    usermode: bool = False              # a user-mode analyzer, keyed by the exception code
 
     def subtype_name(self, parameters: Sequence[int], kb: Any = None, code: Optional[int] = None) -> Optional[str]:
         """The name of the subtype parameter's value (this table first, then bugcheck_subtypes.json)."""
@@ -116,7 +117,12 @@ class AnalyzerTable:
         self.analyzers = tuple(analyzers)
         self._by_code: Dict[Tuple[int, bool], Analyzer] = {}
         self._lkd_default: Optional[Analyzer] = None
+        self._user: Dict[int, Analyzer] = {}
         for a in self.analyzers:
+            if a.usermode:
+                for c in a.codes:
+                    self._user.setdefault(c & 0xFFFFFFFF, a)
+                continue
             if not a.codes:
                 if a.livedump:
                     self._lkd_default = a
@@ -175,8 +181,15 @@ class AnalyzerTable:
                                       fault_instruction=bool(a.get("fault_instruction", False)),
                                       followup_skip=tuple(str(m).lower() for m in a.get("followup_skip", [])),
                                       subtype_param=sp, subtypes=subs, livedump=bool(a.get("livedump", False)),
-                                      followup_top=_followup_from(a.get("followup_from", "triage"), where)))
+                                      followup_top=_followup_from(a.get("followup_from", "triage"), where),
+                                      usermode=bool(a.get("usermode", False))))
         return cls(overrides, analyzers)
+
+    def for_exception(self, exception_code: Optional[int]) -> Optional[Analyzer]:
+        """The user-mode analyzer for an exception code, or None."""
+        if exception_code is None:
+            return None
+        return self._user.get(exception_code & 0xFFFFFFFF)
 
     def for_code(self, code: Optional[int], livedump: bool = False) -> Analyzer:
         """The analyzer for a bug check (``_M`` codes use their base code); a plain default otherwise."""
@@ -252,6 +265,9 @@ class Facts:
     param_module: Optional[Tuple[str, str]] = None   # (module, image) containing the culprit parameter
     procs: Optional[int] = None
     livedump: bool = False
+    usermode: bool = False
+    address: Optional[int] = None                # the referenced address (user-mode pointer class)
+    followup_image: str = ""                     # 'AccessV.exe!main' (user-mode buckets keep the extension)
     kb: Any = None
 
     @property
@@ -306,7 +322,7 @@ def _nested_interrupt(frames: Sequence[Any]) -> bool:
     return groups >= 2
 
 
-def _holds(when: Mapping[str, Any], facts: Facts) -> bool:
+def _holds(when: Mapping[str, Any], facts: Facts, analyzer: Optional["Analyzer"] = None) -> bool:
     p = facts.params
     for k, v in when.items():
         if k == "exception":
@@ -323,6 +339,10 @@ def _holds(when: Mapping[str, Any], facts: Facts) -> bool:
         elif k == "p1":
             if p[0] not in [int(str(x), 16) for x in v]:
                 return False
+        elif k == "p1_range":
+            lo, hi = (int(str(x), 16) for x in v)
+            if not lo <= p[0] <= hi:
+                return False
         elif k == "p2_negative":
             neg = bool(p[1] & 0x8000000000000000) or (p[1] & 0xFFFF_FFFF_0000_0000 == 0 and p[1] & 0x80000000) \
                 or (p[1] & 0xFFFF_FFFF_FFFF_0000 == 0 and p[1] & 0x8000)
@@ -331,12 +351,20 @@ def _holds(when: Mapping[str, Any], facts: Facts) -> bool:
         elif k == "field":
             if not str(facts.fields.get(str(v), "")).strip():
                 return False
+        elif k == "field_value":
+            name = str(when.get("field", ""))
+            words = str(facts.fields.get(name, "")).split()
+            if not words or words[0].upper() != str(v).upper():
+                return False
         elif k == "stack_has":
             if not _stack_has(facts.frames, list(v)):
                 return False
         elif k == "has":
             for name in v:
-                if not getattr(facts, str(name), None):
+                if name == "subtype":
+                    if analyzer is None or not analyzer.subtype_name(p, facts.kb, facts.code):
+                        return False
+                elif not getattr(facts, str(name), None):
                     return False
         elif k == "nested_interrupt":
             if _nested_interrupt(facts.frames) != bool(v):
@@ -367,6 +395,8 @@ def _values(facts: Facts, analyzer: Analyzer, case: Case) -> Dict[str, Optional[
         "fdo": facts.fdo,
         "procs": str(facts.procs) if facts.procs else None,
         "dpc_isr": None,
+        "followup_image": facts.followup_image,
+        "pointer_class": _pointer_class(facts.address, facts.access),
     }
     for i in range(4):
         vals[f"p{i + 1}"] = f"{p[i]:x}"
@@ -384,6 +414,18 @@ def _values(facts: Facts, analyzer: Analyzer, case: Case) -> Dict[str, Optional[
     vals["image"] = img
     vals["module"] = mod
     return vals
+
+
+def _pointer_class(address: Optional[int], access: Optional[str]) -> Optional[str]:
+    """User-mode access-violation class: NULL_POINTER_WRITE, NULL_CLASS_PTR_READ, INVALID_POINTER_EXECUTE..."""
+    if address is None:
+        return None
+    how = {"write": "WRITE", "execute": "EXECUTE"}.get(access or "", "READ")
+    if address == 0:
+        return f"NULL_POINTER_{how}"
+    if address < 0x10000:
+        return f"NULL_CLASS_PTR_{how}"
+    return f"INVALID_POINTER_{how}"
 
 
 def render_template(template: str, values: Mapping[str, Optional[str]], fields: Mapping[str, str] = {}) -> str:
@@ -409,15 +451,16 @@ def evaluate(facts: Facts, table: Optional[AnalyzerTable] = None) -> Verdict:
     """Apply the table to one crash: the first override or case whose condition holds."""
     if table is None:
         table = AnalyzerTable.load()
-    analyzer = table.for_code(facts.code, facts.livedump)
+    um = table.for_exception(facts.exception_code) if facts.usermode else None
+    analyzer = um or table.for_code(facts.code, facts.livedump)
     chosen: Optional[Case] = None
     for c in table.overrides:
-        if _holds(c.when, facts):
+        if _holds(c.when, facts, analyzer):
             chosen = c
             break
     if chosen is None:
         for c in analyzer.cases:
-            if _holds(c.when, facts):
+            if _holds(c.when, facts, analyzer):
                 chosen = c
                 break
     if chosen is None:                  # no default case: the plain class
@@ -426,7 +469,7 @@ def evaluate(facts: Facts, table: Optional[AnalyzerTable] = None) -> Verdict:
     if chosen.culprit in ("param_module", "tdr") and not facts.param_module or \
             chosen.culprit == "cpu_vendor" and not facts.cpu_vendor or \
             chosen.culprit == "device_stack" and not facts.device_image:
-        rest = [c for c in analyzer.cases if c is not chosen and c.culprit == "followup" and _holds(c.when, facts)]
+        rest = [c for c in analyzer.cases if c is not chosen and c.culprit == "followup" and _holds(c.when, facts, analyzer)]
         chosen = rest[0] if rest else Case(bucket=("LKD_" if analyzer.livedump else "") + "0x{code}_{followup}",
                                            name="fallback")
     vals = _values(facts, analyzer, chosen)
@@ -436,7 +479,8 @@ def evaluate(facts: Facts, table: Optional[AnalyzerTable] = None) -> Verdict:
     cls = render_template(chosen.bucket, cls_vals, facts.fields)
     if "{followup}" in chosen.bucket:
         cls = cls if cls.endswith("_") else cls + "_"
-    if not facts.followup and "{followup}" in chosen.bucket:
+    if not facts.followup and "{followup}" in chosen.bucket or \
+            not facts.followup_image and "{followup_image}" in chosen.bucket:
         bucket = bucket.rstrip("_")
     module, image = chosen.module, chosen.image
     if chosen.culprit in ("param_module", "tdr") and facts.param_module:

@@ -13,10 +13,6 @@ from ..errors import DumpError
 from ..model import Context, Stack
 from .engine import Analysis, analyze_parts
 
-# bug checks whose P3 is the address of an EXCEPTION_RECORD
-_EXR_IN_P3 = {0x7E, 0x8E}
-
-
 def _analysis_context(dump: Any) -> Optional[Context]:
     ctxs = dump.contexts
     for name in ("exception", "trap_frame", "header", "prcb"):
@@ -25,12 +21,23 @@ def _analysis_context(dump: Any) -> Optional[Context]:
     return None
 
 
+def _role_param(code: int, role: str) -> Optional[int]:
+    """1-based index of the parameter with ``role`` (bugchecks.json), or None."""
+    try:
+        from .kb import KnowledgeBase
+        info = KnowledgeBase.load().bugcheck(code)
+    except Exception:  # the catalogue is optional here
+        return None
+    return info.param(role) if info is not None else None
+
+
 def _exception(dump: Any) -> Optional[Dict[str, Any]]:
     from ..kernel.contexts import exception_record_at
     bc = dump.bugcheck
     p = bc.parameters
-    if bc.base_code in _EXR_IN_P3 and p[2]:
-        rec = exception_record_at(dump, p[2])
+    i = _role_param(bc.base_code, "exception_record")
+    if i is not None and p[i - 1]:
+        rec = exception_record_at(dump, p[i - 1])
         if rec is not None:
             out: Dict[str, Any] = {"code": rec.code, "address": rec.address}
             if rec.parameters:
@@ -92,5 +99,4 @@ def analyze_dump(dump: Any, symbol_path: Any = None, *, offline: Optional[bool] 
     return analyze_parts(bc.code, bc.parameters, list(stack), modules=dump.modules, context=ctx,
                          fault_bytes=fault_bytes, process_name=process_name, fault_ip=fault_ip,
                          exception=_exception(dump), bugcheck_name=bc.name, module_versions=versions or None,
-                         ip_in_paged_code=ip_in_paged, stack_command=".cxr; k" if ctx is not None else None,
-                         source="dump", warnings=warnings)
+                         ip_in_paged_code=ip_in_paged, source="dump", warnings=warnings)

@@ -51,6 +51,10 @@ _LOAD_FRAMES = {
 _USER_DLLS = {"ntdll", "kernel32", "kernelbase", "user32", "win32u", "gdi32", "gdi32full", "combase", "rpcrt4",
               "ucrtbase", "msvcrt", "advapi32", "sechost", "ws2_32", "ole32", "shell32", "wow64", "wow64cpu",
               "wow64win", "csrsrv", "basesrv", "winsrv", "sxssrv"}
+#: load-context frames that mean "while Windows loads drivers at boot" (Start=4 can get past the crash)
+_BOOT_LOAD_FRAMES = ("IopInitializeBootDrivers", "IopInitializeSystemDrivers", "boot-start", "system-start")
+#: driver categories whose boot-start drivers may be needed to reach the disk
+_BOOT_CRITICAL = ("storage", "storage filter", "file-system filter", "file system", "security")
 _USER_EXES = {"csrss", "smss", "wininit", "winlogon", "lsass", "services", "svchost", "explorer", "dwm", "fontdrvhost"}
 _HEAP_FRAMES = ("RtlpHp", "ExFreePool", "ExFreeHeapPool", "ExAllocatePool", "RtlpHeap", "ExpFreePool")
 
@@ -290,15 +294,24 @@ def _faulting_frame_index(frames: Sequence[Frame]) -> Optional[int]:
 _USER_TOP = 0x0000800000000000
 
 
-def _is_user_frame(f: Optional[Frame]) -> bool:
+def _is_user_frame(f: Optional[Frame], user_top: int = _USER_TOP) -> bool:
     """A frame of user-mode code (below the kernel half of the address space)."""
     if f is None:
         return False
     addr = f.instruction or f.child_sp
-    return bool(addr) and addr < _USER_TOP and (f.child_sp or 0) < _USER_TOP
+    return bool(addr) and addr < user_top and (f.child_sp or 0) < user_top
 
 
-def _image_for(module: Optional[str], modules: ModuleList, kb: Any, frame: Optional[Frame] = None) -> Optional[str]:
+def _user_top(frames: Sequence[Frame]) -> int:
+    """Where kernel space starts: 0x80000000 for a 32-bit (x86) stack, else the x64 split."""
+    sps = [f.child_sp for f in frames if f.child_sp]
+    if sps and all(sp < 1 << 32 for sp in sps) and any(sp >= 0x80000000 for sp in sps):
+        return 0x80000000
+    return _USER_TOP
+
+
+def _image_for(module: Optional[str], modules: ModuleList, kb: Any, frame: Optional[Frame] = None,
+               user_top: int = _USER_TOP, process: Optional[str] = None) -> Optional[str]:
     if not module:
         return None
     m = modules.by_name(module) if len(modules) else None
@@ -325,7 +338,10 @@ def _image_for(module: Optional[str], modules: ModuleList, kb: Any, frame: Optio
                 return module + "." + rec.file.rsplit(".", 1)[-1] if "." in rec.file else rec.file
     if "." in module:
         return module
-    if _is_user_frame(frame):
+    if process and process.rsplit(".", 1)[0].lower() == module.lower() and "." in process and \
+            (frame is None or _is_user_frame(frame, user_top)):
+        return process                      # the process's own executable (AccessV.exe)
+    if _is_user_frame(frame, user_top):
         # a user-mode image on a kernel stack keeps its own extension (ntdll.dll, csrss.exe)
         return f"{module}.exe" if module.lower() in _USER_EXES else f"{module}.dll"
     return f"{module}.sys"
@@ -370,6 +386,40 @@ def _describe(info: Any) -> str:
 def _add(lst: List[str], item: str) -> None:
     if item and item not in lst:
         lst.append(item)
+
+def _stack_command(analyzer: Any, info: Any, params: Sequence[int], context: Optional[Context],
+                   fields: Mapping[str, str], have_stack: bool) -> Optional[str]:
+    """STACK_COMMAND as WinDbg writes it: the command that re-creates the analysed stack, naming the
+    context address (``.cxr 0xffff8504298917 ; kb``, ``.trap 0x... ; kb``, ``.thread 0x... ; kb``)."""
+    kind = getattr(analyzer, "context", "none")
+    if kind == "cxr_param" and info is not None:
+        i = info.param("context")
+        if i and i <= len(params) and params[i - 1]:
+            return f".cxr 0x{params[i - 1]:x} ; kb"
+    if context is not None and context.address:
+        src = context.source.lower()
+        if "trap" in src:
+            return f".trap 0x{context.address:x} ; kb"
+        if "exception" in src or "cxr" in src or "context" in src:
+            return f".cxr 0x{context.address:x} ; kb"
+    if kind == "trap" and _field_address(fields.get("TRAP_FRAME")):
+        return f".trap 0x{_field_address(fields.get('TRAP_FRAME')):x} ; kb"
+    if kind == "thread" and _field_address(fields.get("FAULTING_THREAD")):
+        return f".thread 0x{_field_address(fields.get('FAULTING_THREAD')):x} ; kb"
+    if kind == "exception":
+        return ".cxr; .ecxr ; kb"
+    return "kb" if have_stack else None
+
+
+def _field_address(v: Optional[str]) -> Optional[int]:
+    w = str(v or "").split()
+    if not w:
+        return None
+    try:
+        return int(w[0].replace("`", ""), 16) or None
+    except ValueError:
+        return None
+
 
 # --- helpers for the per-bug-check analyzers --------------------------------------------------------
 _HARDWARE_CULPRITS = ("hardware", "cpu_vendor", "unknown")
@@ -489,7 +539,8 @@ def analyze_parts(bugcheck_code: Optional[int], parameters: Sequence[int], frame
                   kb: Any = None, rules: Any = None, source: str = "dump",
                   warnings: Sequence[str] = (), fields: Optional[Mapping[str, str]] = None,
                   cpu_vendor: Optional[str] = None, labels: Optional[Mapping[int, str]] = None,
-                  processors: Optional[int] = None, livedump: Optional[bool] = None) -> Analysis:
+                  processors: Optional[int] = None, livedump: Optional[bool] = None,
+                  user_mode: bool = False) -> Analysis:
     """Analyse a crash from its parts (the common core of dump and text analysis).
 
     ``frames`` is the stack of the analysis context, top first (for a dump: the stack
@@ -559,22 +610,31 @@ def analyze_parts(bugcheck_code: Optional[int], parameters: Sequence[int], frame
         ptext = [(f"Arg{i + 1}", v, parameter_text[i] if i < len(parameter_text) else "") for i, v in enumerate(params)]
 
     # --- image names on frames ------------------------------------------------------------------
+    utop = _user_top(stack)
     for f in stack:
         if f.module and not f.image_name:
-            f.image_name = _image_for(f.module, mods, kb, f)
+            f.image_name = _image_for(f.module, mods, kb, f, utop, process_name)
 
     # --- followup (WinDbg's attribution) -----------------------------------------------------------
     fu = None
+    candidates: Sequence[Frame] = stack
+    scanned = [f for f in stack if f.trust == "scan"]
+    if scanned and source == "dump":
+        trusted = [f for f in stack if f.trust != "scan"]
+        if any(f.module for f in trusted):
+            candidates = trusted
+            warn_list.append(f"{len(scanned)} frame(s) were found by scanning the stack (frame {scanned[0].index:02x} "
+                             f"on); the followup is chosen among the unwound frames only")
     if stack:
         try:
-            fu = _select_followup(stack, kb, rules, skip=getattr(analyzer, "followup_skip", ()),
+            fu = _select_followup(candidates, kb, rules, skip=getattr(analyzer, "followup_skip", ()),
                                   top=getattr(analyzer, "followup_top", False))
         except Exception as e:
             warn_list.append(f"followup selection failed: {e}")
     fmod = fu.module if fu is not None else None
     fsym = fu.symbol if fu is not None else None
     fframe = fu.frame if fu is not None else None
-    image = _image_for(fmod, mods, kb, fframe) if fmod else None
+    image = _image_for(fmod, mods, kb, fframe, utop, process_name) if fmod else None
     if fu is not None and getattr(fu, "image_name", None) and not len(mods):
         image = fu.image_name if fmod and fmod.lower() not in ("nt", "hal") else image
     symbol_name = fu.symbol_name if fu is not None and fmod else None
@@ -592,8 +652,18 @@ def analyze_parts(bugcheck_code: Optional[int], parameters: Sequence[int], frame
         fault_symbol = fault_disasm.label
     elif ffault is not None and ffault.module:
         fault_symbol = ffault.call_site
+    has_fault_ins = code is None or inferred or bool(getattr(analyzer, "fault_instruction", False))
+    if fault_disasm is not None and str(getattr(fault_disasm, "label", "") or "").startswith("nt!KeBugCheck"):
+        has_fault_ins = False           # the debugger's banner shows KeBugCheckEx's own first instruction
+    if not has_fault_ins and (fault_bytes is not None or fault_disasm is not None):
+        notes.append("the faulting instruction was not decoded: this bug check is raised by a call to KeBugCheckEx, "
+                     "not by a faulting instruction")
+        fault_bytes, fault_disasm = None, None
+        if fault_symbol and fault_symbol.startswith("nt!KeBugCheck"):
+            fault_symbol = None
     fault = explain_fault(bugcheck_code=code if not inferred else None, parameters=params if not inferred else (),
-                          parameter_text=parameter_text, context=context, instruction_bytes=fault_bytes,
+                          parameter_text=parameter_text, context=context if has_fault_ins else None,
+                          instruction_bytes=fault_bytes,
                           ip=fault_ip, disasm=fault_disasm, symbol=fault_symbol, irql=irql, exception=exc,
                           ip_in_paged_code=ip_in_paged_code, region=exc.get("memory_region"))
     if inferred and fault.kind == "unknown" and exc.get("code") == STATUS_ACCESS_VIOLATION:
@@ -613,7 +683,16 @@ def analyze_parts(bugcheck_code: Optional[int], parameters: Sequence[int], frame
                       "av" if code is None and is_av else None),
                   av_region=None if av_region is None else av_region, frames=stack, process_name=process_name,
                   device_image=device_image, kb=kb)
-        if code is None or table is None:
+        um = table.for_exception(exc.get("code")) if (user_mode and table is not None and code is None) else None
+        if um is not None:
+            from .analyzers import Facts as _F, evaluate as _ev
+            fimg = f"{image or fmod}!{fsym or 'unknown_function'}" if fmod else ""
+            addr = exc.get("parameter2", exc.get("memory_address"))
+            verdict_um = _ev(_F(code=None, exception_code=exc.get("code"), access=exc.get("memory_access") or (
+                {0: "read", 1: "write", 8: "execute"}.get(exc.get("parameter1"))), usermode=True,
+                address=addr, followup_image=fimg, followup=fimg, fields=fields, kb=kb), table)
+            bucket = verdict_um.bucket
+        elif code is None or table is None:
             bucket = failure_bucket_id(code, params, fmod, fsym, **kw)
         else:
             from .analyzers import evaluate
@@ -636,7 +715,7 @@ def analyze_parts(bugcheck_code: Optional[int], parameters: Sequence[int], frame
                 image = verdict_an.image
                 fmod = fmod_shown
                 fframe = None
-    bucket_hash = failure_id_hash(bucket) if bucket else None
+    bucket_hash = failure_id_hash(bucket, user_mode=user_mode) if bucket else None
 
     # --- culprit and victims (dumpkit's verdict) ------------------------------------------------------
     verdicts: Dict[str, Any] = {}
@@ -741,12 +820,26 @@ def analyze_parts(bugcheck_code: Optional[int], parameters: Sequence[int], frame
         for r in culprit_info.remediation:
             _add(rem, r)
         svc = culprit_info.service or (culprit.module.rsplit(".", 1)[0] if culprit.module else None)
-        if load_ctx and culprit_info.in_box is not True and svc and not any("Start" in r for r in rem):
-            _add(rem, f"To get past the crash (for example during an upgrade): set Start=4 (disabled) under "
-                      f"HKLM\\SYSTEM\\CurrentControlSet\\Services\\{svc}, reboot or upgrade, then restore the "
-                      f"original Start value.")
+        boot_load = bool(load_ctx) and any(k in load_ctx for k in _BOOT_LOAD_FRAMES)
+        upgrade = bool(setup_failures)
+        if (boot_load or upgrade) and culprit_info.in_box is not True and svc and \
+                not any("Start=4" in r for r in rem):
+            why = ("it crashes while Windows loads it at boot" if boot_load else
+                   "setup logs in the input show driver sections failing during an upgrade")
+            _add(rem, f"To get past the crash ({why}): set Start=4 (disabled) under "
+                      f"HKLM\\SYSTEM\\CurrentControlSet\\Services\\{svc} (from Safe Mode, WinRE or the offline "
+                      f"registry if Windows no longer boots), reboot or run the upgrade, then restore the original "
+                      f"Start value.")
+            if "IopInitializeBootDrivers" in (load_ctx or "") or culprit_info.category in _BOOT_CRITICAL:
+                _add(rem, f"Warning: {culprit.module} may be a boot-start driver (Start=0); if it is needed to reach "
+                          f"the system disk (storage, encryption, volume or file-system filter), disabling it can "
+                          f"leave Windows unbootable: check its Start value and ImagePath first and keep a way back "
+                          f"(WinRE, offline registry).")
         if not rem and culprit.module:
-            _add(rem, f"Update {culprit.module} to the vendor's latest version, or uninstall the product it belongs to.")
+            who = culprit.vendor if culprit.vendor and not culprit.vendor.lower().startswith("unknown") else \
+                "its vendor"
+            _add(rem, f"Update {culprit.module} from {who} to the latest version, or uninstall the product it "
+                      f"belongs to.")
     elif fmod and fu_info is not None:
         for r in fu_info.remediation:
             _add(rem, r)
@@ -780,14 +873,7 @@ def analyze_parts(bugcheck_code: Optional[int], parameters: Sequence[int], frame
 
     off = fu.offset if fu is not None else None
     if stack_command is None:
-        if b in (0x7E, 0x8E) and len(params) > 3 and params[3]:
-            stack_command = f".cxr 0x{params[3]:x} ; kb"
-        elif b == 0x3B and len(params) > 2 and params[2]:
-            stack_command = f".cxr 0x{params[2]:x} ; kb"
-        elif context is not None and "trap" in context.source.lower() and context.address:
-            stack_command = f".trap 0x{context.address:x} ; kb"
-        elif stack:
-            stack_command = "kb"
+        stack_command = _stack_command(analyzer, info, params, context, fields, bool(stack))
 
     return Analysis(
         bugcheck_code=code, bugcheck_name=name, parameters=params, failure_bucket_id=bucket,
@@ -861,6 +947,11 @@ def analyze_text(text: Union[str, bytes], *, kb: Any = None, rules: Any = None,
             pt.faulting_instruction.label and pt.faulting_instruction.label.split("+")[0] == \
             (f"{stack[0].module}!{stack[0].symbol}" if stack[0].symbol else stack[0].module):
         stack[0].instruction = pt.faulting_instruction.address
+    av_region = None
+    if pt.bugcheck_code is not None and base_code(pt.bugcheck_code) == 0x50 and \
+            ("READ_ADDRESS" in f or "WRITE_ADDRESS" in f) and pt.exception.get("memory_address") is not None and \
+            not pt.exception.get("memory_region"):
+        av_region = "INVALID"       # the debugger found the address in no known region
     a = analyze_parts(
         pt.bugcheck_code, pt.parameters, stack, modules=pt.modules, context=pt.registers, fault_bytes=None,
         process_name=pt.process_name, fault_disasm=pt.faulting_instruction, exception=pt.exception,
@@ -868,7 +959,7 @@ def analyze_text(text: Union[str, bytes], *, kb: Any = None, rules: Any = None,
         irql=irql, ip_in_paged_code=ip_paged, setup_failures=pt.setup_failures,
         debug_session_time=pt.debug_session_time, system_uptime=pt.system_uptime, kb=kb, rules=rules,
         source="text", warnings=pt.warnings, fields={k: v for k, v in f.items() if k not in _CONCLUSIONS},
-        labels=_labels(pt), processors=_processors(f))
+        labels=_labels(pt), processors=_processors(f), av_region=av_region, user_mode=pt.user_mode)
     a.reported = {k: f[k] for k in _CONCLUSIONS if k in f and f[k]}
     if "Failure.Bucket" in pt.key_values:
         a.reported.setdefault("FAILURE_BUCKET_ID", pt.key_values["Failure.Bucket"])

@@ -222,8 +222,6 @@ def remediation_for(info: ModuleInfo) -> List[str]:
         steps.append("Unbind the filter from the network adapters (adapter properties or Disable-NetAdapterBinding) to test.")
     if info.category in ("file-system filter",):
         steps.append("List minifilters with 'fltmc filters' and unload or uninstall this one to test.")
-    steps.append(
-        f"Before a Windows feature upgrade: set Start=4 under HKLM\\SYSTEM\\CurrentControlSet\\Services\\{svc} "
-        "(the service name is usually the file name without .sys; check ImagePath), upgrade, then restore the original Start value."
-    )
+    # disabling the service (Start=4) is advice only where the crash happens while the driver loads at boot
+    # or during a feature upgrade: the analysis engine adds it when the load context or the setup logs show that
     return steps

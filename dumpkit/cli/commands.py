@@ -340,8 +340,14 @@ def cmd_analyze(args) -> int:
 
 def cmd_text(args) -> int:
     from ..analysis.engine import analyze_text
+    from ..errors import TextParseError
     text, name = read_text_input(args.file)
-    analysis = analyze_text(text)
+    try:
+        analysis = analyze_text(text, source=name)
+    except TextParseError as exc:
+        # text without WinDbg structure (prose quoting 'foo!bar+0x10', garbage): nothing to blame, and
+        # the analysis is incomplete rather than the file being a bad dump
+        raise Incomplete([f"{exc}; no culprit can be named from it"]) from None
     return _emit_analysis(analysis, args)
 
 

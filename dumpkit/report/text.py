@@ -86,8 +86,15 @@ def render_text(a: Any) -> str:
         L += ["Resetting default scope", ""]
     if a.frames:
         L.append("STACK_TEXT:  ")
+        warned = False
         for fr in a.frames:
-            L.append(f"{windbg_hex(fr.child_sp)} {windbg_hex(fr.return_address)}     : {fr.call_site}")
+            scanned = getattr(fr, "trust", None) == "scan"
+            if scanned and not warned:
+                # WinDbg's own wording where it stops unwinding and starts guessing
+                L.append("WARNING: Stack unwind information not available. Following frames may be wrong.")
+                warned = True
+            mark = "  [found by stack scan]" if scanned else ""
+            L.append(f"{windbg_hex(fr.child_sp)} {windbg_hex(fr.return_address)}     : {fr.call_site}{mark}")
         L += ["", ""]
     _field(L, "SYMBOL_NAME", a.symbol_name)
     _field(L, "MODULE_NAME", a.module_name, ": ")

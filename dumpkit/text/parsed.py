@@ -85,6 +85,7 @@ class ParsedText:
     followup_owner: Optional[str] = None         # 'Followup: MachineOwner'
     setup_failures: List[str] = field(default_factory=list)    # services whose setupapi section failed
     warnings: List[str] = field(default_factory=list)
+    user_mode: bool = False                      # the report is a user-mode 'Exception Analysis'
 
     # convenience --------------------------------------------------------
     def field(self, name: str, default: Optional[str] = None) -> Optional[str]:

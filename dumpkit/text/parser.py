@@ -31,6 +31,7 @@ _FATAL_ARGS_RE = re.compile(r"^\s*\((?P<args>0x[0-9A-Fa-f]+(?:\s*,\s*0x[0-9A-Fa-
 _BC_CODE_RE = re.compile(r"^\s*Bugcheck code\s+(?P<code>[0-9A-Fa-f]{1,8})\s*$", re.I)
 _BC_ARGS_RE = re.compile(r"^\s*Arguments\s+(?P<args>(?:[0-9a-fA-F`]{8,17}\s+){3}[0-9a-fA-F`]{8,17})\s*$")
 _FIELD_RE = re.compile(r"^\s{0,8}(?P<key>[A-Z][A-Z0-9_]{2,})(?P<sep>:)(?P<val>(?:\s.*)?)$")
+_UM_BANNER_RE = re.compile(r"^\s*\*\s+Exception Analysis\s+\*\s*$")
 _NOT_FIELDS = {"NOTE", "WARNING", "ERROR", "SYMSRV", "DBGHELP", "DBGENG", "TRIAGER", "KDTARGET", "CAUTION", "HINT",
                "URL", "HTTP", "HTTPS"}
 _MULTILINE = {"STACK_TEXT", "TRAP_FRAME", "CONTEXT", "EXCEPTION_RECORD", "FOLLOWUP_IP", "FAULTING_IP",
@@ -74,6 +75,8 @@ class _State:
         self.groups: List[Tuple[str, List[FrameLine]]] = []
         self.cur: Optional[List[FrameLine]] = None
         self.cur_tag = ""
+        self.cur_headed = False                  # the listing began with a column header / STACK_TEXT
+        self.dropped_frames = 0                  # frame-like lines without any WinDbg stack structure
         self.last_frame_line = -100
         self.kp_open = False
         self.lm_mode: Optional[str] = None       # None / 'loaded' / 'unloaded'
@@ -149,6 +152,9 @@ def parse_text(text: Union[str, bytes], *, source: Optional[str] = None) -> Pars
             continue
 
         # --- bug check header / arguments ------------------------------------------------
+        if _UM_BANNER_RE.match(line):
+            pt.user_mode = True
+            continue
         m = _BC_HEADER_RE.match(line)
         if m and m.group("name") not in _NOT_FIELDS:
             if pt.bugcheck_name is None:
@@ -313,6 +319,7 @@ def parse_text(text: Union[str, bytes], *, source: Optional[str] = None) -> Pars
         if is_stack_header(line):
             _close_group(st)
             st.cur = []
+            st.cur_headed = True
             st.cur_tag = st.field or "k"
             st.last_frame_line = lineno
             continue
@@ -402,15 +409,33 @@ def _add_frame(st: _State, fl: FrameLine, lineno: int) -> None:
             _close_group(st)
     if st.cur is None:
         st.cur = []
+        st.cur_headed = st.field == "STACK_TEXT"
         st.cur_tag = st.field if st.field == "STACK_TEXT" else (st.field or "k")
     st.cur.append(fl)
     st.last_frame_line = lineno
 
 
+def _structured(frames: List[FrameLine], headed: bool) -> bool:
+    """Whether frame-like lines look like a WinDbg stack listing and not like a ``foo!bar+0x10``
+    quoted in prose: a column header or STACK_TEXT above them, Child-SP/RetAddr columns, or at
+    least two frames numbered 00, 01, ... (``kc``)."""
+    if headed:
+        return True
+    if any(fl.child_sp or fl.return_address for fl in frames):
+        return True
+    idx = [fl.index for fl in frames]
+    return len(frames) >= 2 and idx[0] == 0 and all(i is not None for i in idx) and \
+        all(b == a + 1 for a, b in zip(idx, idx[1:]))
+
+
 def _close_group(st: _State) -> None:
     if st.cur:
-        st.groups.append((st.cur_tag, st.cur))
+        if _structured(st.cur, st.cur_headed):
+            st.groups.append((st.cur_tag, st.cur))
+        else:
+            st.dropped_frames += len(st.cur)
     st.cur = None
+    st.cur_headed = False
     st.kp_open = False
 
 
@@ -465,6 +490,9 @@ def _finish(pt: ParsedText, st: _State) -> None:
         pt.kinds.append("bugcheck")
 
     pt.frames, pt.stacks = _pick_stack(st)
+    if st.dropped_frames:
+        pt.warnings.append(f"ignored {st.dropped_frames} frame-like line(s) that are not a WinDbg stack listing "
+                           f"(no column header, no Child-SP/RetAddr, no frame numbers)")
     if pt.frames:
         pt.kinds.append("stack")
 
