@@ -20,11 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-try:  # Python 3.11+
-    import tomllib as _toml
-except ModuleNotFoundError:  # pragma: no cover - 3.10
-    import tomli as _toml  # type: ignore[no-redef]
-
 from dumpkit.kbpath import kb_file
 
 __all__ = ["Case", "Analyzer", "AnalyzerTable", "Facts", "Verdict", "evaluate", "render_template",
@@ -138,13 +133,8 @@ class AnalyzerTable:
         with cls._lock:
             if not reload and key in cls._cache:
                 return cls._cache[key]
-        from .kb import KnowledgeBaseError
-        try:
-            raw = _toml.loads(p.read_text(encoding="utf-8"))
-        except OSError as e:
-            raise KnowledgeBaseError(f"cannot read {p.name}: {e}", path=str(p)) from None
-        except _toml.TOMLDecodeError as e:
-            raise KnowledgeBaseError(f"{p.name} is not valid TOML: {e}", path=str(p)) from None
+        from .kb import KnowledgeBaseError, _read_toml
+        raw = _read_toml(p)          # parsed once, then kept as JSON in the user cache (fast start-up)
         try:
             table = cls.from_dict(raw)
         except AnalyzerTableError as e:
