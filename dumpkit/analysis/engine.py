@@ -916,6 +916,11 @@ def _labels(pt: Any) -> Dict[int, str]:
                 addr = int(m.group(1).replace("`", ""), 16)
                 out.setdefault(addr, label)
                 label = None
+        if label:       # the label line stayed in the block, its instruction became a disassembly line
+            for d in getattr(pt, "disassembly", []):
+                if d.where == key and not d.label:
+                    out.setdefault(d.address, label)
+                    break
     return out
 
 
@@ -947,11 +952,14 @@ def analyze_text(text: Union[str, bytes], *, kb: Any = None, rules: Any = None,
             pt.faulting_instruction.label and pt.faulting_instruction.label.split("+")[0] == \
             (f"{stack[0].module}!{stack[0].symbol}" if stack[0].symbol else stack[0].module):
         stack[0].instruction = pt.faulting_instruction.address
-    av_region = None
+    av_region: Optional[str] = None
     if pt.bugcheck_code is not None and base_code(pt.bugcheck_code) == 0x50 and \
             ("READ_ADDRESS" in f or "WRITE_ADDRESS" in f) and pt.exception.get("memory_address") is not None and \
             not pt.exception.get("memory_region"):
-        av_region = "INVALID"       # the debugger found the address in no known region
+        # READ/WRITE_ADDRESS printed with no region and P4 (MM_INTERNAL_CODE) 0: the address is in no known
+        # region (AV_R_INVALID_WwanUsbMp); with a region, or P4 = 2 (a known range, page not present), '(null)'
+        if len(pt.parameters) < 4 or pt.parameters[3] == 0:
+            av_region = "INVALID"
     a = analyze_parts(
         pt.bugcheck_code, pt.parameters, stack, modules=pt.modules, context=pt.registers, fault_bytes=None,
         process_name=pt.process_name, fault_disasm=pt.faulting_instruction, exception=pt.exception,
