@@ -9,7 +9,7 @@ from __future__ import annotations
 import bisect
 import datetime as _dt
 from dataclasses import dataclass
-from typing import Dict, Iterable, Iterator, List, Optional, Protocol, Sequence
+from typing import Dict, Iterable, Iterator, List, Optional, Protocol, Sequence, Tuple
 
 # x64 register names in UNWIND_CODE / CONTEXT order (0 = rax ... 15 = r15)
 GPR_NAMES = ("rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi",
@@ -132,14 +132,28 @@ class ModuleList(Sequence[Module]):
 
 
 class Context:
-    """A register context (x64).  Registers are attributes and ``ctx['rax']``.
+    """A register context.  Registers are attributes and ``ctx['rax']``.
+
+    The base class speaks x64 register names (``rip``/``rsp``/``rbp``), which is also
+    what pasted WinDbg text gives; each architecture package has its typed subclass
+    (:class:`dumpkit.arch.x64.X64Context`, :class:`dumpkit.arch.arm64.Arm64Context`)
+    that says which registers are the IP, SP, frame pointer and return address.
 
     ``source`` says where it came from ('header', 'exception', 'trap_frame',
     'cxr', 'unwind', 'text', ...); ``valid`` lists the registers known to be right
-    (after unwinding, volatile registers are unknown).
+    (after unwinding, volatile registers are unknown).  Contexts copy, deep-copy
+    and pickle (an :class:`~dumpkit.analysis.Analysis` crosses process boundaries).
     """
 
     __slots__ = ("regs", "source", "address", "valid")
+    arch = "x64"
+    IP = "rip"
+    SP = "rsp"
+    FP = "rbp"
+    RA: Optional[str] = None               # link register (None: return address on the stack)
+    POINTER_SIZE = 8
+    RENDER_ORDER: Tuple[str, ...] = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rip", "rsp", "rbp",
+                                     "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15")
 
     def __init__(self, regs: Optional[Dict[str, int]] = None, source: str = "", address: Optional[int] = None,
                  valid: Optional[Iterable[str]] = None) -> None:
@@ -149,10 +163,17 @@ class Context:
         self.valid = set(valid) if valid is not None else set(self.regs)
 
     def __getattr__(self, name: str) -> int:
+        # only called when normal lookup fails; never recurse on our own slots (an object
+        # being copied or unpickled has no 'regs' yet)
+        if name.startswith("__") or name in Context.__slots__:
+            raise AttributeError(name)
         try:
-            return self.regs[name]
-        except KeyError:
+            return object.__getattribute__(self, "regs")[name]
+        except (KeyError, AttributeError):
             raise AttributeError(name) from None
+
+    def __reduce__(self):
+        return (self.__class__, (self.regs, self.source, self.address, sorted(self.valid)))
 
     def __getitem__(self, name: str) -> int:
         return self.regs[name]
@@ -161,24 +182,27 @@ class Context:
         return self.regs.get(name, default)
 
     def copy(self) -> "Context":
-        c = Context(self.regs, self.source, self.address)
-        c.valid = set(self.valid)
-        return c
+        return self.__class__(self.regs, self.source, self.address, self.valid)
 
     @property
     def ip(self) -> int:
-        return self.regs.get("rip", 0)
+        return self.regs.get(self.IP, 0)
 
     @property
     def sp(self) -> int:
-        return self.regs.get("rsp", 0)
+        return self.regs.get(self.SP, 0)
+
+    @property
+    def fp(self) -> int:
+        return self.regs.get(self.FP, 0)
 
     def to_json(self) -> dict:
         return {k: hex(v) for k, v in self.regs.items()}
 
     def __repr__(self) -> str:
         src = f" {self.source}" if self.source else ""
-        return f"<Context{src} rip={self.ip:#018x} rsp={self.sp:#018x}>"
+        w = 2 * self.POINTER_SIZE + 2
+        return f"<Context{src} {self.IP}={self.ip:#0{w}x} {self.SP}={self.sp:#0{w}x}>"
 
     # -- REPL: registers tab-complete (ctx.r<TAB>) and print like WinDbg's `r` -----------
     def __dir__(self) -> List[str]:
@@ -186,13 +210,16 @@ class Context:
 
     def render(self) -> str:
         """The registers laid out like WinDbg's ``r`` (three per line); unknown ones as ``?``."""
-        names = [n for n in ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rip", "rsp", "rbp",
-                             "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15") if n in self.regs]
-        cells = [f"{n:>3}={self.regs[n]:016x}" if n in self.valid else f"{n:>3}=????????????????" for n in names]
+        names = [n for n in self.RENDER_ORDER if n in self.regs]
+        w = 2 * self.POINTER_SIZE
+        nw = max([len(n) for n in names] + [3])
+        cells = [f"{n:>{nw}}={self.regs[n]:0{w}x}" if n in self.valid else f"{n:>{nw}}={'?' * w}" for n in names]
         lines = [" ".join(cells[i:i + 3]) for i in range(0, len(cells), 3)]
         extra = [f"{n[-2:]}={self.regs[n]:04x}" for n in ("cs", "ss", "seg_cs", "seg_ss") if n in self.regs]
         if "eflags" in self.regs:
             extra.append(f"efl={self.regs['eflags']:08x}")
+        if "cpsr" in self.regs:
+            extra.append(f"cpsr={self.regs['cpsr']:08x}")
         if extra:
             lines.append("  ".join(extra))
         return "\n".join(lines)

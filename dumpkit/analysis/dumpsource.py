@@ -62,7 +62,7 @@ def analyze_dump(dump: Any, symbol_path: Any = None, *, offline: Optional[bool] 
             stack = dump.stack(ctx, symbol_path, offline=offline)
         except DumpError as exc:
             warnings.append(f"stack walk failed: {exc}")
-    fault_ip = ctx.rip if ctx is not None else None
+    fault_ip = ctx.ip if ctx is not None else None
     fault_bytes = dump.try_read_virtual(fault_ip, 16) if fault_ip else None
 
     # version resources and section names of the images the stack runs through

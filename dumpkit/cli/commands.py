@@ -266,8 +266,7 @@ def cmd_scan(args) -> int:
 
 
 def _scan_sparse(d, args) -> int:
-    sp = getattr(d, "_sparse", None)
-    items = list(sp.intervals()) if sp is not None else []
+    items = list(d.memory.captured_ranges())      # a triage dump's captured virtual ranges
     total = sum(s for _, s, _ in items)
     if args.json:
         print_json({"path": d.path, "dump_type": d.dump_type, "pages": 0, "bytes": total, "runs": len(items),

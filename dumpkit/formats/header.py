@@ -274,9 +274,8 @@ _KIND_TEXT = {
 }
 
 
-def parse_header(src: Source) -> DumpHeader:
-    """Parse and validate the DUMP_HEADER64 of ``src``; raise a clear error for everything else."""
-    head = src.read_partial(0, 8)
+def reject_unknown(src: Source, head: bytes) -> None:
+    """Raise the clear error for a file that is not a dump a registered format reads."""
     if len(head) < 8:
         raise NotADumpError(f"file is {src.size} bytes: too small to be a crash dump", path=src.path, offset=0,
                             expected="'PAGEDU64' signature")
@@ -287,6 +286,17 @@ def parse_header(src: Source) -> DumpHeader:
     if kind != "kernel64":
         what, hint = _KIND_TEXT.get(kind, ("not a Windows crash dump", "a kernel dump starts with 'PAGEDU64'"))
         raise NotADumpError(f"this is {what}", path=src.path, offset=0, expected="'PAGEDU64' signature", hint=hint)
+
+
+def parse_header(src: Source) -> DumpHeader:
+    """Parse and validate the DUMP_HEADER64 of ``src``; raise a clear error for everything else.
+
+    The machine type is not checked here: :func:`dumpkit.arch.for_machine` decides which
+    architectures are supported.
+    """
+    head = src.read_partial(0, 8)
+    if len(head) < 8 or identify(head) != "kernel64":
+        reject_unknown(src, head)
     if src.size < 0x1058:
         raise TruncatedDumpError(f"truncated at offset {src.size:#x}: the 0x2000-byte dump header is incomplete",
                                  path=src.path, offset=src.size, expected="a complete DUMP_HEADER64")
@@ -346,9 +356,6 @@ def parse_header(src: Source) -> DumpHeader:
         boot_id=_opt32(r.boot_id),
         warnings=warnings,
     )
-    if hdr.machine_image_type not in (0x8664, 0xAA64):
-        raise UnsupportedDumpError(f"MachineImageType {hdr.machine_image_type:#x} is not supported",
-                                   path=src.path, offset=0x30, expected="0x8664 (x64) or 0xaa64 (arm64)")
     if hdr.attributes is not None and hdr.attributes & 0x100 and not hdr.attributes & 0x200:
         raise UnsupportedDumpError("the dump data is encrypted (Attributes bit EncryptedDumpData)",
                                    path=src.path, offset=0x1050, hint="decrypt it with the key holder's tool first")

@@ -18,63 +18,63 @@ parameters (0x1E: P1 code, P2 address, P3/P4 ExceptionInformation; 0x3B/0x8E: P1
 from __future__ import annotations
 
 import struct
-import warnings
 from typing import TYPE_CHECKING, Dict, Iterator, List, Optional, Tuple
 
-from ..errors import DumpError, DumpWarning, MemoryReadError
+from ..errors import DumpError, MemoryReadError
 from ..formats.header import ExceptionRecord
 from ..model import Context
-from .context import CONTEXT_SIZE, KTRAP_FRAME_SIZE, context_from_bytes, context_from_trap_frame, looks_like_context
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..dump import Dump
+    from .state import Kernel
 
 KDBG_OFFSET_PRCB_CONTEXT = 0x338
 KERNEL_MIN = 0xFFFF800000000000
-USER_MAX = 0x00007FFFFFFFFFFF
 MAX_SCAN = 0x80000                    # bytes of stack scanned for a trap frame / CONTEXT
 DEFAULT_STACK_SCAN = 0x8000           # from the header RSP when the thread's stack bounds are unknown
-_KERNEL_CS = 0x10
-_CS_VALUES = (0x10, 0x33, 0x23)
-_SS_VALUES = (0x00, 0x18, 0x2B)
 _EXR_HEAD = struct.Struct("<IIQQI")
 
 
-def _warn(dump: "Dump", text: str) -> None:
-    dump.warnings.append(text)
-    warnings.warn(DumpWarning(f"{dump.path}: {text}"), stacklevel=4)
+def _warn(k: "Kernel", text: str) -> None:
+    k.warn(text, stacklevel=4)
 
 
-def _read_context(dump: "Dump", va: int, source: str) -> Optional[Context]:
+def _frames(k: "Kernel"):
+    """The architecture's frames module (CONTEXT / KTRAP_FRAME layouts and decoders)."""
+    return k.arch.part("frames")
+
+
+def _read_context(k: "Kernel", va: int, source: str) -> Optional[Context]:
+    fr = _frames(k)
     try:
-        data = dump.read_virtual(va, CONTEXT_SIZE)
+        data = k.read_virtual(va, fr.CONTEXT_SIZE)
     except MemoryReadError:
         return None
-    if not looks_like_context(data):
+    if not fr.looks_like_context(data):
         return None
-    return context_from_bytes(data, source, va, dump.path)
+    return fr.context_from_bytes(data, source, va, k.path)
 
 
-def trap_frame_at(dump: "Dump", va: int) -> Context:
+def trap_frame_at(k: "Kernel", va: int) -> Context:
     """Decode the KTRAP_FRAME at ``va`` (any, not only the bug check's).
 
     Raises MemoryReadError when it is not in the dump.  The Context's ``source`` is
     'trap_frame' and ``valid`` lists the registers a trap frame saves (not r12-r15).
     """
-    data = dump.read_virtual(va, KTRAP_FRAME_SIZE)
-    return context_from_trap_frame(data, va, dump.path)
+    fr = _frames(k)
+    data = k.read_virtual(va, fr.KTRAP_FRAME_SIZE)
+    return fr.context_from_trap_frame(data, va, k.path)
 
 
-def read_trap_frame(dump: "Dump", va: int) -> Optional[Context]:
+def read_trap_frame(k: "Kernel", va: int) -> Optional[Context]:
     try:
-        return trap_frame_at(dump, va)
+        return trap_frame_at(k, va)
     except (MemoryReadError, DumpError):
         return None
 
 
-def exception_record_at(dump: "Dump", va: int) -> Optional[ExceptionRecord]:
+def exception_record_at(k: "Kernel", va: int) -> Optional[ExceptionRecord]:
     try:
-        data = dump.read_virtual(va, 0x98)
+        data = k.read_virtual(va, 0x98)
     except MemoryReadError:
         return None
     try:
@@ -84,51 +84,41 @@ def exception_record_at(dump: "Dump", va: int) -> Optional[ExceptionRecord]:
 
 
 def plausible_trap_frame(data: bytes, off: int = 0) -> bool:
-    """CS/SS are real selectors, EFLAGS has its fixed bit, RSP fits the privilege level."""
-    if off + KTRAP_FRAME_SIZE > len(data):
-        return False
-    cs = int.from_bytes(data[off + 0x170:off + 0x172], "little")
-    ss = int.from_bytes(data[off + 0x188:off + 0x18A], "little")
-    efl = int.from_bytes(data[off + 0x178:off + 0x180], "little")
-    rsp = int.from_bytes(data[off + 0x180:off + 0x188], "little")
-    if cs not in _CS_VALUES or ss not in _SS_VALUES or not efl & 2 or efl >= 1 << 22:
-        return False
-    if cs == _KERNEL_CS:
-        return rsp >= KERNEL_MIN
-    return 0 < rsp <= USER_MAX
+    """x64: CS/SS are real selectors, EFLAGS has its fixed bit, RSP fits the privilege level
+    (kept for callers; the kernel code asks the dump's architecture)."""
+    from ..arch.x64.frames import plausible_trap_frame as x64_plausible
+    return x64_plausible(data, off)
 
 
 # -- stack ranges ---------------------------------------------------------------------
-def stack_ranges(dump: "Dump") -> List[Tuple[int, int]]:
+def stack_ranges(k: "Kernel") -> List[Tuple[int, int]]:
     """[(start, end)] of the crashing thread's kernel stack that the dump can show."""
-    if dump.triage is not None:
+    if k.triage is not None:
         out = []
-        for start, size, label in dump._sparse.intervals() if dump._sparse is not None else ():
-            if label == "stack":
-                out.append((start, start + min(size, MAX_SCAN)))
+        for start, size, _label in k.memory.captured_ranges("stack"):
+            out.append((start, start + min(size, MAX_SCAN)))
         return out
-    th = dump.thread
+    th = k.thread
     if th is not None and th.stack_limit and th.stack_base and 0 < th.stack_base - th.stack_limit <= MAX_SCAN:
         return [(th.stack_limit, th.stack_base)]
-    raw = dump.header.context_record
-    rsp = int.from_bytes(raw[0x98:0xA0], "little") if len(raw) >= 0xA0 else 0
-    if rsp >= KERNEL_MIN:
+    rsp = k.arch.context_sp(k.facts.context_record)
+    if rsp >= k.arch.kernel_min:
         start = rsp & ~0xF
         return [(start, min(start + DEFAULT_STACK_SCAN, 1 << 64))]
     return []
 
 
-def _stack_buffers(dump: "Dump") -> Iterator[Tuple[int, bytes]]:
-    for start, end in stack_ranges(dump):
+def _stack_buffers(k: "Kernel") -> Iterator[Tuple[int, bytes]]:
+    for start, end in stack_ranges(k):
         if end <= start:
             continue
         try:
-            yield start, dump.read_virtual(start, end - start, zero_fill=True)
+            yield start, k.read_virtual(start, end - start, zero_fill=True)
         except MemoryReadError:
             continue
 
 
-def find_trap_frame_for_ip(dump: "Dump", ip: int, fault_address: Optional[int] = None) -> Optional[Context]:
+def find_trap_frame_for_ip(k: "Kernel", ip: int, fault_address: Optional[int] = None) -> Optional[Context]:
     """Scan the crashing thread's stack for the KTRAP_FRAME whose Rip is ``ip``.
 
     Candidates must pass :func:`plausible_trap_frame`; one whose FaultAddress equals
@@ -136,14 +126,16 @@ def find_trap_frame_for_ip(dump: "Dump", ip: int, fault_address: Optional[int] =
     """
     if not ip:
         return None
+    fr = _frames(k)
+    ip_off, fa_off = fr.KTRAP_FRAME.TRAP_IP, fr.KTRAP_FRAME.FAULT_ADDRESS
     want = struct.pack("<Q", ip)
     best: Optional[Tuple[int, bool]] = None
-    for base, buf in _stack_buffers(dump):
-        pos = buf.find(want, 0x168)
+    for base, buf in _stack_buffers(k):
+        pos = buf.find(want, ip_off)
         while pos != -1:
-            off = pos - 0x168
-            if off % 8 == 0 and plausible_trap_frame(buf, off):
-                fa = int.from_bytes(buf[off + 0xD0:off + 0xD8], "little")
+            off = pos - ip_off
+            if off % 8 == 0 and fr.plausible_trap_frame(buf, off):
+                fa = int.from_bytes(buf[off + fa_off:off + fa_off + 8], "little")
                 strong = fault_address is not None and fa == fault_address
                 va = base + off
                 if best is None or (strong and not best[1]):
@@ -155,38 +147,40 @@ def find_trap_frame_for_ip(dump: "Dump", ip: int, fault_address: Optional[int] =
             break
     if best is None:
         return None
-    return read_trap_frame(dump, best[0])
+    return read_trap_frame(k, best[0])
 
 
-def find_context_for_ip(dump: "Dump", ip: int) -> Optional[Context]:
+def find_context_for_ip(k: "Kernel", ip: int) -> Optional[Context]:
     """Scan the stack for a CONTEXT record (16-byte aligned) whose Rip is ``ip``."""
     if not ip:
         return None
+    fr = _frames(k)
+    ip_off, head = fr.CONTEXT_IP, fr.CONTEXT_MIN
     want = struct.pack("<Q", ip)
-    for base, buf in _stack_buffers(dump):
-        pos = buf.find(want, 0xF8)
+    for base, buf in _stack_buffers(k):
+        pos = buf.find(want, ip_off)
         while pos != -1:
-            off = pos - 0xF8
+            off = pos - ip_off
             va = base + off
-            if va % 16 == 0 and off + 0x100 <= len(buf) and looks_like_context(buf[off:off + 0x100]):
-                ctx = _read_context(dump, va, "exception")
+            if va % 16 == 0 and off + head <= len(buf) and fr.looks_like_context(buf[off:off + head]):
+                ctx = _read_context(k, va, "exception")
                 if ctx is not None:
                     return ctx
             pos = buf.find(want, pos + 1)
     return None
 
 
-def find_exception_record_for(dump: "Dump", code: int, address: int) -> Optional[Tuple[int, ExceptionRecord]]:
+def find_exception_record_for(k: "Kernel", code: int, address: int) -> Optional[Tuple[int, ExceptionRecord]]:
     """(VA, record) of an EXCEPTION_RECORD on the stack with this code and address."""
     want = struct.pack("<Q", address)
-    for base, buf in _stack_buffers(dump):
+    for base, buf in _stack_buffers(k):
         pos = buf.find(want, 0x10)
         while pos != -1:
             off = pos - 0x10
             if (base + off) % 8 == 0 and off + 0x98 <= len(buf):
                 c, flags, _rec, _addr, n = _EXR_HEAD.unpack_from(buf, off)
                 if c == code & 0xFFFFFFFF and n <= 15 and flags < 0x100:
-                    rec = exception_record_at(dump, base + off)
+                    rec = exception_record_at(k, base + off)
                     if rec is not None:
                         return base + off, rec
             pos = buf.find(want, pos + 1)
@@ -194,81 +188,80 @@ def find_exception_record_for(dump: "Dump", code: int, address: int) -> Optional
 
 
 # -- processors ---------------------------------------------------------------------------
-def _prcb_context_offsets(dump: "Dump") -> Tuple[Optional[int], Optional[int]]:
+def _prcb_context_offsets(k: "Kernel") -> Tuple[Optional[int], Optional[int]]:
     """(KPRCB.Context pointer offset, ProcessorState.ContextFrame offset)."""
-    kd = dump.kdbg
+    kd = k.kdbg
     ptr = frame = None
     if kd is not None:
         ptr = kd.field("OffsetPrcbContext") or None
         frame = kd.field("OffsetPrcbProcStateContext") or None
     if ptr is None or frame is None:
-        from .layouts import layout_for_build
-        ch = layout_for_build(dump.build)
+        ch = k.layout
         if ch.layout is not None:
             ptr = ptr or ch.layout.get("kprcb", "Context")
             frame = frame or ch.layout.get("kprcb", "ContextFrame")
     return ptr, frame
 
 
-def _context_of_prcb(dump: "Dump", prcb_va: int, name: str, ptr_off: Optional[int],
+def _context_of_prcb(k: "Kernel", prcb_va: int, name: str, ptr_off: Optional[int],
                      frame_off: Optional[int]) -> Optional[Context]:
     if ptr_off:
         try:
-            ptr = dump.read_u64(prcb_va + ptr_off)
+            ptr = k.read_u64(prcb_va + ptr_off)
         except MemoryReadError:
             ptr = 0
-        if ptr >= KERNEL_MIN:
-            ctx = _read_context(dump, ptr, name)
+        if ptr >= k.arch.kernel_min:
+            ctx = _read_context(k, ptr, name)
             if ctx is not None:
                 return ctx
     if frame_off:
-        return _read_context(dump, prcb_va + frame_off, name)
+        return _read_context(k, prcb_va + frame_off, name)
     return None
 
 
-def _triage_prcb_context(dump: "Dump") -> Optional[Context]:
-    t = dump.triage
+def _triage_prcb_context(k: "Kernel") -> Optional[Context]:
+    t = k.triage
     if t is None or not t.fields.get("prcb_offset"):
         return None
-    ptr_off, _frame = _prcb_context_offsets(dump)
+    ptr_off, _frame = _prcb_context_offsets(k)
     if not ptr_off:
         return None
     try:
-        ptr = dump.source.u64(t.fields["prcb_offset"] + ptr_off)
+        ptr = k.source.u64(t.fields["prcb_offset"] + ptr_off)
     except DumpError:
         return None
-    return _read_context(dump, ptr, "prcb") if ptr else None
+    return _read_context(k, ptr, "prcb") if ptr else None
 
 
-def processor_contexts(dump: "Dump") -> Dict[str, Context]:
+def processor_contexts(k: "Kernel") -> Dict[str, Context]:
     """'cpu0', 'cpu1', ... for every processor whose saved state is in the dump."""
     from .process import _processor_prcbs
     out: Dict[str, Context] = {}
-    ptr_off, frame_off = _prcb_context_offsets(dump)
+    ptr_off, frame_off = _prcb_context_offsets(k)
     if not ptr_off and not frame_off:
         return out
-    for cpu, prcb in _processor_prcbs(dump):
-        ctx = _context_of_prcb(dump, prcb, f"cpu{cpu}", ptr_off, frame_off)
+    for cpu, prcb in _processor_prcbs(k):
+        ctx = _context_of_prcb(k, prcb, f"cpu{cpu}", ptr_off, frame_off)
         if ctx is not None:
             out[f"cpu{cpu}"] = ctx
     return out
 
 
 # -- the bug check's exception ---------------------------------------------------------------
-def bugcheck_exception_record(dump: "Dump") -> Optional[ExceptionRecord]:
+def bugcheck_exception_record(k: "Kernel") -> Optional[ExceptionRecord]:
     """The exception behind the bug check, from memory or from its parameters."""
-    code = dump.bugcheck.base_code
-    p = dump.bugcheck.parameters
+    code = k.bugcheck.base_code
+    p = k.bugcheck.parameters
     if code == 0x7E and p[2]:
-        rec = exception_record_at(dump, p[2])
+        rec = exception_record_at(k, p[2])
         if rec is not None and rec.code == p[0] & 0xFFFFFFFF:
             return rec
     if code == 0x139 and p[2]:
-        rec = exception_record_at(dump, p[2])
+        rec = exception_record_at(k, p[2])
         if rec is not None:
             return rec
     if code == 0x1E:
-        found = find_exception_record_for(dump, p[0], p[1]) if p[1] else None
+        found = find_exception_record_for(k, p[0], p[1]) if p[1] else None
         if found is not None:
             return found[1]
         return ExceptionRecord(p[0] & 0xFFFFFFFF, 0, 0, p[1], (p[2], p[3]))
@@ -277,55 +270,56 @@ def bugcheck_exception_record(dump: "Dump") -> Optional[ExceptionRecord]:
     return None
 
 
-def find_contexts(dump: "Dump") -> Dict[str, Context]:
+def find_contexts(k: "Kernel") -> Dict[str, Context]:
     out: Dict[str, Context] = {}
-    raw = dump.header.context_record
-    if looks_like_context(raw):
-        out["header"] = context_from_bytes(raw, "header", None, dump.path)
-    prcb = _triage_prcb_context(dump)
+    raw = k.facts.context_record
+    fr = _frames(k)
+    if fr.looks_like_context(raw):
+        out["header"] = fr.context_from_bytes(raw, "header", None, k.path)
+    prcb = _triage_prcb_context(k)
     if prcb is not None:
         out["prcb"] = prcb
     try:
-        cpus = processor_contexts(dump)
+        cpus = processor_contexts(k)
     except DumpError:
         cpus = {}
     out.update(cpus)
     if "prcb" not in out and "header" in out:
         for name, ctx in cpus.items():
-            if ctx.rsp == out["header"].rsp and ctx.rip == out["header"].rip:
-                out["prcb"] = Context(ctx.regs, "prcb", ctx.address)
+            if ctx.sp == out["header"].sp and ctx.ip == out["header"].ip:
+                out["prcb"] = type(ctx)(ctx.regs, "prcb", ctx.address)
                 break
 
-    code = dump.bugcheck.base_code
-    p = dump.bugcheck.parameters
+    code = k.bugcheck.base_code
+    p = k.bugcheck.parameters
     exc: Optional[Context] = None
     tf: Optional[Context] = None
     if code in (0x7E, 0x8E) and p[3]:
-        exc = _read_context(dump, p[3], "exception")
+        exc = _read_context(k, p[3], "exception")
     elif code == 0x3B and p[2]:
-        exc = _read_context(dump, p[2], "exception")
+        exc = _read_context(k, p[2], "exception")
     elif code == 0x1E and p[1]:
-        exc = find_context_for_ip(dump, p[1])
+        exc = find_context_for_ip(k, p[1])
     if code == 0x8E and p[2]:
-        tf = read_trap_frame(dump, p[2])
+        tf = read_trap_frame(k, p[2])
     elif code == 0x139 and p[1]:
-        tf = read_trap_frame(dump, p[1])
+        tf = read_trap_frame(k, p[1])
     elif code in (0x0A, 0xD1) and p[3]:
-        tf = find_trap_frame_for_ip(dump, p[3], p[0])
+        tf = find_trap_frame_for_ip(k, p[3], p[0])
     elif code == 0x50 and p[2]:
-        tf = find_trap_frame_for_ip(dump, p[2], p[0])
+        tf = find_trap_frame_for_ip(k, p[2], p[0])
     if exc is not None:
         out["exception"] = exc
     if tf is not None:
         out["trap_frame"] = tf
     if exc is None and code in (0x7E, 0x3B) and any(p):
-        _warn(dump, f"bug check {code:#x}: the CONTEXT its parameters point at is not in the dump")
+        _warn(k, f"bug check {code:#x}: the CONTEXT its parameters point at is not in the dump")
     if tf is None and code in (0x8E, 0x139) and any(p):
-        _warn(dump, f"bug check {code:#x}: the KTRAP_FRAME its parameters point at is not in the dump")
+        _warn(k, f"bug check {code:#x}: the KTRAP_FRAME its parameters point at is not in the dump")
     if tf is None and ((code in (0x0A, 0xD1) and p[3]) or (code == 0x50 and p[2])):
         ip = p[3] if code != 0x50 else p[2]
-        _warn(dump, f"bug check {code:#x}: no trap frame with Rip {ip:#x} found on the captured stack")
+        _warn(k, f"bug check {code:#x}: no trap frame with Rip {ip:#x} found on the captured stack")
     if exc is None and code == 0x1E and p[1]:
-        _warn(dump, f"bug check 0x1e: no CONTEXT with Rip {p[1]:#x} found on the captured stack; "
+        _warn(k, f"bug check 0x1e: no CONTEXT with Rip {p[1]:#x} found on the captured stack; "
                     "the exception record comes from the parameters only")
     return out

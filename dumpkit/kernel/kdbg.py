@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Dict, Optional, Tuple
 from ..errors import MemoryReadError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..dump import Dump
+    from .state import Kernel
 
 OWNER_TAG = b"KDBG"
 MAX_SIZE = 0x1000
@@ -86,14 +86,14 @@ class KdbgResult:
     data: Optional[KdDebuggerData] = None
 
 
-def read_kdbg_block(dump: "Dump") -> KdbgResult:
+def read_kdbg_block(k: "Kernel") -> KdbgResult:
     """Locate and check the KDBG of ``dump`` (no decoding; see the module docstring)."""
-    va = dump.header.kd_debugger_data_block
+    va = k.facts.kd_debugger_data_block
     if not va:
         return KdbgResult("absent", "the header has no KdDebuggerDataBlock address")
-    src = "triage copy" if dump.triage is not None else "memory"
+    src = "triage copy" if k.triage is not None else "memory"
     try:
-        head = dump.read_virtual(va, 0x18)
+        head = k.read_virtual(va, 0x18)
     except MemoryReadError as exc:
         return KdbgResult("unreadable", f"the KDBG at {va:#x} is not in the dump ({exc.message})")
     if head[0x10:0x14] != OWNER_TAG:
@@ -107,9 +107,9 @@ def read_kdbg_block(dump: "Dump") -> KdbgResult:
     if size < 0x18 or size > MAX_SIZE:
         return KdbgResult("bad_size", f"the KDBG at {va:#x} claims size {size:#x}; expected 0x18..{MAX_SIZE:#x}")
     try:
-        raw = dump.read_virtual(va, size)
+        raw = k.read_virtual(va, size)
     except MemoryReadError:
         # a partly missing block: keep what is readable page by page
-        raw = dump.read_virtual(va, size, zero_fill=True)
+        raw = k.read_virtual(va, size, zero_fill=True)
     return KdbgResult("ok", f"plaintext KDBG at {va:#x} ({src}, {size:#x} bytes)",
                       KdDebuggerData(va, size, raw, src))

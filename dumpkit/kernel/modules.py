@@ -10,16 +10,15 @@ A broken or looping list gives the modules read so far plus a DumpWarning, never
 from __future__ import annotations
 
 import struct
-import warnings
 from typing import TYPE_CHECKING, List, Optional, Tuple
 
-from ..errors import DumpWarning, MemoryReadError
+from ..errors import MemoryReadError
 from ..formats.header import filetime_to_datetime
 from ..model import Module, ModuleList
 from .layouts import kldr_timestamp_offset
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..dump import Dump
+    from .state import Kernel
 
 MAX_MODULES = 4096
 MAX_NAME_BYTES = 1024
@@ -31,24 +30,23 @@ _US = struct.Struct("<HH4xQ")
 _KLDR = struct.Struct("<QQ 32x QQI4x 16s16s 8x 8x I")   # links, DllBase, EntryPoint, SizeOfImage, names, CheckSum
 
 
-def _warn(dump: "Dump", text: str) -> None:
-    dump.warnings.append(text)
-    warnings.warn(DumpWarning(f"{dump.path}: {text}"), stacklevel=4)
+def _warn(k: "Kernel", text: str) -> None:
+    k.warn(text, stacklevel=4)
 
 
 def _base_name(name: str) -> str:
     return name.replace("/", "\\").rsplit("\\", 1)[-1]
 
 
-def load_modules(dump: "Dump") -> Tuple[ModuleList, ModuleList]:
+def load_modules(k: "Kernel") -> Tuple[ModuleList, ModuleList]:
     """(loaded, unloaded) for any dump type."""
-    if dump.triage is not None:
-        return _triage_modules(dump)
-    return _walk_loaded_modules(dump), _unloaded_from_kdbg(dump)
+    if k.triage is not None:
+        return _triage_modules(k)
+    return _walk_loaded_modules(k), _unloaded_from_kdbg(k)
 
 
-def _triage_modules(dump: "Dump") -> Tuple[ModuleList, ModuleList]:
-    t = dump.triage
+def _triage_modules(k: "Kernel") -> Tuple[ModuleList, ModuleList]:
+    t = k.triage
     assert t is not None
     mods = []
     for d in t.drivers:
@@ -59,30 +57,30 @@ def _triage_modules(dump: "Dump") -> Tuple[ModuleList, ModuleList]:
     return ModuleList(mods), ModuleList(unl)
 
 
-def read_unicode_string(dump: "Dump", va: int) -> Optional[str]:
+def read_unicode_string(k: "Kernel", va: int) -> Optional[str]:
     """A UNICODE_STRING at ``va``; None when its buffer is not readable (paged pool, missing page)."""
     try:
-        raw = dump.read_virtual(va, 16)
+        raw = k.read_virtual(va, 16)
     except MemoryReadError:
         return None
-    return _unicode_from(dump, raw)
+    return _unicode_from(k, raw)
 
 
-def _unicode_from(dump: "Dump", raw16: bytes) -> Optional[str]:
+def _unicode_from(k: "Kernel", raw16: bytes) -> Optional[str]:
     length, _mx, buf = _US.unpack(raw16)
     if length == 0 or length > MAX_NAME_BYTES or length & 1 or not buf:
         return None
     try:
-        return dump.read_virtual(buf, length).decode("utf-16-le", errors="replace")
+        return k.read_virtual(buf, length).decode("utf-16-le", errors="replace")
     except MemoryReadError:
         return None
 
 
-def pe_header_facts(dump: "Dump", base: int) -> Optional[Tuple[int, int]]:
+def pe_header_facts(k: "Kernel", base: int) -> Optional[Tuple[int, int]]:
     """(TimeDateStamp, SizeOfImage) from the MZ/PE header mapped at ``base``, or None when
     the header page is not in the dump or is not a PE32+ header."""
     try:
-        mz = dump.read_virtual(base, 0x40)
+        mz = k.read_virtual(base, 0x40)
     except MemoryReadError:
         return None
     if mz[:2] != b"MZ":
@@ -91,7 +89,7 @@ def pe_header_facts(dump: "Dump", base: int) -> Optional[Tuple[int, int]]:
     if not 0x40 <= lfanew <= 0x800:
         return None
     try:
-        nt = dump.read_virtual(base + lfanew, 0x18 + 0x40)
+        nt = k.read_virtual(base + lfanew, 0x18 + 0x40)
     except MemoryReadError:
         return None
     if nt[:4] != b"PE\0\0" or int.from_bytes(nt[0x18:0x1A], "little") != 0x20B:
@@ -101,53 +99,53 @@ def pe_header_facts(dump: "Dump", base: int) -> Optional[Tuple[int, int]]:
     return ts, size
 
 
-def _walk_loaded_modules(dump: "Dump") -> ModuleList:
-    head = dump.header.ps_loaded_module_list
+def _walk_loaded_modules(k: "Kernel") -> ModuleList:
+    head = k.facts.ps_loaded_module_list
     if not head:
-        kd = dump.kdbg
+        kd = k.kdbg
         head = kd.PsLoadedModuleList if kd is not None else None
         if head:
-            _warn(dump, "PsLoadedModuleList is not set in the header; using the KDBG's copy")
+            _warn(k, "PsLoadedModuleList is not set in the header; using the KDBG's copy")
     if not head:
-        _warn(dump, "PsLoadedModuleList is not set in the header: no module list")
+        _warn(k, "PsLoadedModuleList is not set in the header: no module list")
         return ModuleList()
-    ts_off = kldr_timestamp_offset(dump.build)
+    ts_off = kldr_timestamp_offset(k.build)
     mods: List[Module] = []
     seen = {head}
     pe_notes: List[str] = []
     try:
-        flink = _LIST.unpack(dump.read_virtual(head, 16))[0]
+        flink = _LIST.unpack(k.read_virtual(head, 16))[0]
     except MemoryReadError as exc:
-        _warn(dump, f"cannot read PsLoadedModuleList at {head:#x}: {exc.message}")
+        _warn(k, f"cannot read PsLoadedModuleList at {head:#x}: {exc.message}")
         return ModuleList()
     while flink != head:
         where = f"loaded-module list entry {len(mods)} at {flink:#x}"
         if flink in seen:
-            _warn(dump, f"the loaded-module list loops at {flink:#x} after {len(mods)} entries; stopped there")
+            _warn(k, f"the loaded-module list loops at {flink:#x} after {len(mods)} entries; stopped there")
             break
         if len(mods) >= MAX_MODULES:
-            _warn(dump, f"the loaded-module list has more than {MAX_MODULES} entries; stopped there")
+            _warn(k, f"the loaded-module list has more than {MAX_MODULES} entries; stopped there")
             break
         seen.add(flink)
         try:
-            entry = dump.read_virtual(flink, KLDR_READ)
+            entry = k.read_virtual(flink, KLDR_READ)
         except MemoryReadError as exc:
-            _warn(dump, f"loaded-module list broken at {where}: {exc.message}; {len(mods)} modules read")
+            _warn(k, f"loaded-module list broken at {where}: {exc.message}; {len(mods)} modules read")
             break
         nxt, _blink, base, _entry_point, size, full_us, base_us, checksum = _KLDR.unpack_from(entry, 0)
         if base & 0xFFF or base < KERNEL_MIN:
-            _warn(dump, f"{where}: DllBase {base:#x} is not a page-aligned kernel address; the list looks "
+            _warn(k, f"{where}: DllBase {base:#x} is not a page-aligned kernel address; the list looks "
                         f"corrupt there, stopped after {len(mods)} modules")
             break
         if not 0 < size <= MAX_IMAGE_SIZE:
-            _warn(dump, f"{where}: SizeOfImage {size:#x} is implausible; the list looks corrupt there, "
+            _warn(k, f"{where}: SizeOfImage {size:#x} is implausible; the list looks corrupt there, "
                         f"stopped after {len(mods)} modules")
             break
         ts = int.from_bytes(entry[ts_off:ts_off + 4], "little")
-        full = _unicode_from(dump, full_us)
-        base_name = _unicode_from(dump, base_us)
+        full = _unicode_from(k, full_us)
+        base_name = _unicode_from(k, base_us)
         name = base_name or (_base_name(full) if full else f"unknown_{base:x}")
-        pe = pe_header_facts(dump, base)
+        pe = pe_header_facts(k, base)
         if pe is not None:
             pe_ts, pe_size = pe
             if pe_ts != ts:
@@ -159,7 +157,7 @@ def _walk_loaded_modules(dump: "Dump") -> ModuleList:
         flink = nxt
     if pe_notes:
         more = f" (and {len(pe_notes) - 3} more)" if len(pe_notes) > 3 else ""
-        _warn(dump, "loaded-module entries disagree with the PE headers in memory (PE values kept for "
+        _warn(k, "loaded-module entries disagree with the PE headers in memory (PE values kept for "
                     "TimeDateStamp): " + "; ".join(pe_notes[:3]) + more)
     return ModuleList(mods)
 
@@ -170,40 +168,40 @@ UNLOADED_ENTRY = 0x28
 MAX_UNLOADED = 50                    # the kernel keeps the last 50 (MI_UNLOADED_DRIVERS)
 
 
-def _unloaded_from_kdbg(dump: "Dump") -> ModuleList:
-    kd = dump.kdbg
+def _unloaded_from_kdbg(k: "Kernel") -> ModuleList:
+    kd = k.kdbg
     if kd is None:
-        res = dump.kdbg_result
+        res = k.kdbg_result
         if res.status != "absent":
-            _warn(dump, f"unloaded drivers not available: {res.reason}")
+            _warn(k, f"unloaded drivers not available: {res.reason}")
         return ModuleList()
     arr_var = kd.MmUnloadedDrivers
     last_var = kd.MmLastUnloadedDriver
     if not arr_var:
         return ModuleList()
     try:
-        arr = dump.read_u64(arr_var)
+        arr = k.read_u64(arr_var)
     except MemoryReadError as exc:
-        _warn(dump, f"MmUnloadedDrivers unreadable: {exc.message}")
+        _warn(k, f"MmUnloadedDrivers unreadable: {exc.message}")
         return ModuleList()
     if not arr:
         return ModuleList()                # nothing unloaded since boot
     last = None
     if last_var:
         try:
-            last = int.from_bytes(dump.read_virtual(last_var, 4), "little")
+            last = int.from_bytes(k.read_virtual(last_var, 4), "little")
         except MemoryReadError:
             last = None
     try:
-        raw = dump.read_virtual(arr, UNLOADED_ENTRY * MAX_UNLOADED)
+        raw = k.read_virtual(arr, UNLOADED_ENTRY * MAX_UNLOADED)
     except MemoryReadError as exc:
-        _warn(dump, f"the MmUnloadedDrivers array at {arr:#x} is unreadable: {exc.message}")
+        _warn(k, f"the MmUnloadedDrivers array at {arr:#x} is unreadable: {exc.message}")
         return ModuleList()
     if last is not None and last <= MAX_UNLOADED:
         order = [(last - 1 - i) % MAX_UNLOADED for i in range(MAX_UNLOADED)]    # most recent first
     else:
         if last is not None:
-            _warn(dump, f"MmLastUnloadedDriver is {last}, beyond the {MAX_UNLOADED}-entry ring; "
+            _warn(k, f"MmLastUnloadedDriver is {last}, beyond the {MAX_UNLOADED}-entry ring; "
                         "unloaded drivers listed in array order")
         order = list(range(MAX_UNLOADED))
     out = []
@@ -212,14 +210,14 @@ def _unloaded_from_kdbg(dump: "Dump") -> ModuleList:
         length = int.from_bytes(name_us[:2], "little")
         if length == 0 or not start or end <= start or start < KERNEL_MIN or end - start > MAX_IMAGE_SIZE:
             continue
-        name = _unicode_from(dump, name_us)
+        name = _unicode_from(k, name_us)
         out.append(Module(name=name or f"unloaded_{start:x}", base=start, size=end - start,
                           unloaded=True, unload_time=filetime_to_datetime(t)))
     return ModuleList(out)
 
 
 # kept for callers of the first version: the plaintext KDBG bytes or None
-def read_kdbg(dump: "Dump") -> Optional[bytes]:
+def read_kdbg(k: "Kernel") -> Optional[bytes]:
     """The KDDEBUGGER_DATA64 bytes if it is readable and not encoded ('KDBG' owner tag)."""
-    kd = dump.kdbg
+    kd = k.kdbg
     return None if kd is None else kd.raw

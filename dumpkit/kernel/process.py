@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, List, Optional, Tuple
 
 from ..errors import DumpError, MemoryReadError
-from .layouts import LayoutChoice, layout_for_build
+from .layouts import LayoutChoice
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..dump import Dump
+    from .state import Kernel
 
 KERNEL_MIN = 0xFFFF800000000000
 MAX_PROCESSORS = 2048
@@ -82,7 +82,7 @@ def _plausible_id(v: Optional[int]) -> bool:
     return v is not None and v % 4 == 0 and v < 1 << 32
 
 
-def _offsets(dump: "Dump", ch: LayoutChoice) -> dict:
+def _offsets(k: "Kernel", ch: LayoutChoice) -> dict:
     """The offsets to use: the layout's, overridden by what the plaintext KDBG states."""
     lay = ch.layout
     o = {
@@ -99,7 +99,7 @@ def _offsets(dump: "Dump", ch: LayoutChoice) -> dict:
         "current_thread": (lay.get("kprcb", "CurrentThread") if lay else None) or 0x8,
         "prcb_in_pcr": (lay.get("kpcr", "Prcb") if lay else None) or 0x180,
     }
-    kd = dump.kdbg
+    kd = k.kdbg
     if kd is not None:
         for key, name in (("apc_process", "OffsetKThreadApcProcess"), ("initial_stack", "OffsetKThreadInitialStack"),
                           ("kernel_stack", "OffsetKThreadKernelStack"), ("stack_limit", "OffsetKThreadStackLimit"),
@@ -150,28 +150,28 @@ def _fill_process(ct: CrashThread, proc: bytes, o: dict) -> None:
             ct.notes.append(f"EPROCESS.UniqueProcessId at +{o['pid']:#x} reads {pid!r}, not a process id")
 
 
-def _triage_raw(dump: "Dump", name: str, size_field: str) -> Optional[bytes]:
-    t = dump.triage
+def _triage_raw(k: "Kernel", name: str, size_field: str) -> Optional[bytes]:
+    t = k.triage
     off = t.fields.get(name) if t is not None else None
     if not off:
         return None
     size = None
-    kd = dump.kdbg
+    kd = k.kdbg
     if kd is not None:
         size = kd.field(size_field)
     if not size or size > MAX_STRUCT:
         # the gap to the next section bounds it
         others = sorted(v for k, v in t.fields.items() if k.endswith("_offset") and v and v > off)
         size = min(MAX_STRUCT, (others[0] - off) if others else MAX_STRUCT)
-    size = max(0, min(size, dump.source.size - off))
-    return dump.source.read(off, size) if size else None
+    size = max(0, min(size, k.source.size - off))
+    return k.source.read(off, size) if size else None
 
 
-def _from_triage(dump: "Dump", ch: LayoutChoice, o: dict) -> CrashThread:
+def _from_triage(k: "Kernel", ch: LayoutChoice, o: dict) -> CrashThread:
     ct = CrashThread(source="triage copy", layout=ch.reason)
-    proc = _triage_raw(dump, "process_offset", "SizeEProcess")
-    thread = _triage_raw(dump, "thread_offset", "SizeEThread")
-    prcb = _triage_raw(dump, "prcb_offset", "SizePrcb")
+    proc = _triage_raw(k, "process_offset", "SizeEProcess")
+    thread = _triage_raw(k, "thread_offset", "SizeEThread")
+    prcb = _triage_raw(k, "prcb_offset", "SizePrcb")
     if prcb is not None:
         v = _u64(prcb, o["current_thread"])
         ct.ethread = v if v and v >= KERNEL_MIN else None
@@ -191,15 +191,15 @@ def _from_triage(dump: "Dump", ch: LayoutChoice, o: dict) -> CrashThread:
     return ct
 
 
-def _processor_prcbs(dump: "Dump") -> List[Tuple[int, int]]:
+def _processor_prcbs(k: "Kernel") -> List[Tuple[int, int]]:
     """(processor number, KPRCB VA) from KDBG.KiProcessorBlock; [] when not available."""
-    kd = dump.kdbg
+    kd = k.kdbg
     if kd is None or not kd.KiProcessorBlock:
         return []
-    n = dump.header.number_processors or 0
+    n = k.facts.number_processors or 0
     n = max(0, min(n, MAX_PROCESSORS))
     try:
-        raw = dump.read_virtual(kd.KiProcessorBlock, 8 * n) if n else b""
+        raw = k.read_virtual(kd.KiProcessorBlock, 8 * n) if n else b""
     except MemoryReadError:
         return []
     out = []
@@ -210,26 +210,26 @@ def _processor_prcbs(dump: "Dump") -> List[Tuple[int, int]]:
     return out
 
 
-def _from_memory(dump: "Dump", ch: LayoutChoice, o: dict) -> CrashThread:
+def _from_memory(k: "Kernel", ch: LayoutChoice, o: dict) -> CrashThread:
     ct = CrashThread(source="KPRCB.CurrentThread", layout=ch.reason)
-    prcbs = _processor_prcbs(dump)
+    prcbs = _processor_prcbs(k)
     if not prcbs:
-        res = dump.kdbg_result
-        ct.notes.append("no KiProcessorBlock: " + (res.reason if dump.kdbg is None else
+        res = k.kdbg_result
+        ct.notes.append("no KiProcessorBlock: " + (res.reason if k.kdbg is None else
                                                    "the KDBG has no KiProcessorBlock address"))
         return ct
-    raw = dump.header.context_record
+    raw = k.facts.context_record
     rsp = int.from_bytes(raw[0x98:0xA0], "little") if len(raw) >= 0xA0 else None
     threads = []
     for cpu, prcb in prcbs:
         try:
-            th_va = dump.read_u64(prcb + o["current_thread"])
+            th_va = k.read_u64(prcb + o["current_thread"])
         except MemoryReadError:
             continue
         if th_va < KERNEL_MIN:
             continue
         try:
-            thread = dump.read_virtual(th_va, 0x400 if o["cid"] is None else max(0x400, o["cid"] + 0x10))
+            thread = k.read_virtual(th_va, 0x400 if o["cid"] is None else max(0x400, o["cid"] + 0x10))
         except MemoryReadError:
             continue
         threads.append((cpu, th_va, thread))
@@ -254,7 +254,7 @@ def _from_memory(dump: "Dump", ch: LayoutChoice, o: dict) -> CrashThread:
         ct.eprocess = p_va
         need = max([v for v in (o["pid"], o["name"]) if v is not None] or [0]) + 0x10
         try:
-            proc = dump.read_virtual(p_va, min(need, MAX_STRUCT))
+            proc = k.read_virtual(p_va, min(need, MAX_STRUCT))
             _fill_process(ct, proc, o)
         except MemoryReadError as exc:
             ct.notes.append(f"the EPROCESS at {p_va:#x} is not in the dump: {exc.message}")
@@ -267,19 +267,19 @@ def _from_memory(dump: "Dump", ch: LayoutChoice, o: dict) -> CrashThread:
     return ct
 
 
-def find_crash_thread(dump: "Dump") -> Optional[CrashThread]:
+def find_crash_thread(k: "Kernel") -> Optional[CrashThread]:
     """The crashing thread/process, or None for an unknown build (the reason goes to a warning)."""
-    ch = layout_for_build(dump.build)
+    ch = k.layout
     if ch.layout is None:
-        dump._warn(f"process and thread not read: {ch.reason}")
+        k.warn(f"process and thread not read: {ch.reason}")
         return None
-    o = _offsets(dump, ch)
+    o = _offsets(k, ch)
     try:
-        ct = _from_triage(dump, ch, o) if dump.triage is not None else _from_memory(dump, ch, o)
+        ct = _from_triage(k, ch, o) if k.triage is not None else _from_memory(k, ch, o)
     except DumpError as exc:                      # an unexpected shape: report, do not fail the dump
-        dump._warn(f"process and thread not read: {exc.message}")
+        k.warn(f"process and thread not read: {exc.message}")
         return None
     for n in ct.notes:
         if "not text" in n or "not a" in n or "could not tell" in n:
-            dump._warn(n)
+            k.warn(n)
     return ct

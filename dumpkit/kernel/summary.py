@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, List, Optional, Tuple
 from ..errors import DumpError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..dump import Dump
+    from .state import Kernel
 
 PRODUCT_NAMES = {1: "WinNt", 2: "LanManNt", 3: "ServerNt"}     # what WinDbg's vertarget prints
 
@@ -104,24 +104,24 @@ class Summary:
         return "<Summary\n" + str(self) + "\n>"
 
 
-def build_summary(dump: "Dump") -> Summary:
-    h = dump.header
+def build_summary(k: "Kernel") -> Summary:
+    h = k.header
     up = h.uptime
     try:
-        mods = len(dump.modules)
+        mods = len(k.modules)
     except DumpError:
         mods = 0
     try:
-        unl = len(dump.unloaded_modules)
+        unl = len(k.unloaded_modules)
     except DumpError:
         unl = 0
-    th = dump.thread
+    th = k.thread
     return Summary(
-        path=dump.path, dump_type=dump.dump_type, dump_type_code=dump.dump_type_code, writer=h.writer,
+        path=k.path, dump_type=k.facts.dump_type_name, dump_type_code=k.facts.dump_type, writer=h.writer,
         machine=h.machine, os_build=h.build, product_type=h.product_type, processors=h.number_processors,
         crash_time=h.system_time, uptime_seconds=None if up is None else round(up.total_seconds(), 3),
-        bugcheck_code=dump.bugcheck.code, bugcheck_name=dump.bugcheck.name,
-        bugcheck_parameters=tuple(dump.bugcheck.parameters),  # type: ignore[arg-type]
+        bugcheck_code=k.bugcheck.code, bugcheck_name=k.bugcheck.name,
+        bugcheck_parameters=tuple(k.bugcheck.parameters),  # type: ignore[arg-type]
         process_name=th.process_name if th else None, process_id=th.process_id if th else None,
         thread_id=th.thread_id if th else None, module_count=mods, unloaded_count=unl,
-        layout=dump.layout.reason, warnings=list(dump.warnings))
+        layout=k.layout.reason, warnings=list(k.warnings))

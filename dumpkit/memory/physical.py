@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import bisect
 import warnings
-from typing import Iterator, List, Optional, Tuple
+from typing import Callable, Iterator, List, Optional, Tuple
 
 from ..errors import CorruptDumpError, DumpWarning, MissingPageError
 from ..io import Source
@@ -142,7 +142,7 @@ class BitmapLayer(PhysicalLayer):
     """A page bitmap (LSB first) with present pages packed from ``first_page_offset``."""
 
     def __init__(self, source: Source, bitmap_offset: int, bitmap_bits: int, first_page_offset: int,
-                 expected_pages: Optional[int] = None) -> None:
+                 expected_pages: Optional[int] = None, warn: Optional[Callable[[str], None]] = None) -> None:
         import numpy as np                  # here, not at import: a triage dump never needs it
         self.source = source
         nbytes = (bitmap_bits + 7) // 8
@@ -164,8 +164,12 @@ class BitmapLayer(PhysicalLayer):
         self._rank = rank.tolist()          # Python ints: faster to index than numpy scalars
         self.page_count = int(rank[-1])
         if expected_pages is not None and expected_pages != self.page_count:
-            warnings.warn(DumpWarning(f"{source.path}: the bitmap has {self.page_count:,} pages set but the header "
-                                      f"says {expected_pages:,}; trusting the bitmap"), stacklevel=3)
+            text = (f"the bitmap has {self.page_count:,} pages set but the header says {expected_pages:,}; "
+                    "trusting the bitmap")
+            if warn is not None:
+                warn(text)                  # the target's warnings sink (Dump.warnings, analysis JSON)
+            else:
+                warnings.warn(DumpWarning(f"{source.path}: {text}"), stacklevel=3)
 
     def page_offset(self, pfn: int) -> Optional[int]:
         if pfn < 0 or pfn >= self._bits:
@@ -218,13 +222,17 @@ class BitmapLayer(PhysicalLayer):
         return f"<BitmapLayer {self._bits:,} page frames, {self.page_count:,} present>"
 
 
-def check_data_fits(source: Source, data_offset: int, pages: int, what: str) -> None:
+def check_data_fits(source: Source, data_offset: int, pages: int, what: str,
+                    warn: Optional[Callable[[str], None]] = None) -> None:
     """Warn (not fail) when the page data claimed by a header runs past the end of the file."""
     need = data_offset + pages * PAGE_SIZE
     if need > source.size:
-        warnings.warn(DumpWarning(
-            f"{source.path}: truncated at offset {source.size:#x}: {what} needs {need:#x} bytes; "
-            f"pages past the end read as missing"), stacklevel=3)
+        text = (f"truncated at offset {source.size:#x}: {what} needs {need:#x} bytes; "
+                f"pages past the end read as missing")
+        if warn is not None:
+            warn(text)
+        else:
+            warnings.warn(DumpWarning(f"{source.path}: {text}"), stacklevel=3)
 
 
 def validate_offset(source: Source, offset: int, what: str) -> None:

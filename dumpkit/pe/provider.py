@@ -42,8 +42,9 @@ class DumpMemoryImages:
     missing, or whose header does not match the module, gives None.
     """
 
-    def __init__(self, reader: VirtualReader) -> None:
+    def __init__(self, reader: VirtualReader, warn=None) -> None:
         self.reader = reader
+        self.warn = warn                   # the dump's warnings sink (Dump.warnings), when given
         self._cache: Dict[Tuple[int, int, Optional[int]], Optional[PEImage]] = {}
 
     def image_for(self, module: Module) -> Optional[PEImage]:
@@ -56,9 +57,12 @@ class DumpMemoryImages:
                 img = PEImage.from_memory(self.reader.read_virtual, module.base, module.size or None,
                                           name=_basename(module.name))
                 if not _matches(img, module):
-                    warnings.warn(f"image at {module.base:#x} does not match {module.name} "
-                                  f"(timestamp {img.timestamp:#x}, size {img.size_of_image:#x})", DumpWarning,
-                                  stacklevel=2)
+                    text = (f"image at {module.base:#x} does not match {module.name} "
+                            f"(timestamp {img.timestamp:#x}, size {img.size_of_image:#x})")
+                    if self.warn is not None:
+                        self.warn(text)
+                    else:
+                        warnings.warn(text, DumpWarning, stacklevel=2)
                     img = None
             except DumpError:
                 img = None

@@ -1,22 +1,21 @@
-"""The x64 stack walker: context frame, then unwind data, trap frames, validated scanning.
+"""The stack walker: one loop for every architecture, running the arch's ordered strategies.
 
-Each caller frame is found, in order of preference, by
+Frame 0 comes from the context (trust ``context``).  Each caller frame is then found by
+the first of the architecture's strategies (``dumpkit.arch.<arch>.walk.STRATEGIES``) that
+gives one, and the frame is stamped with the trust that strategy reports:
 
-* ``cfi``: the callee's .pdata/UNWIND_INFO (:func:`dumpkit.unwind.x64.virtual_unwind`),
-  including PUSH_MACHFRAME frames (trap handlers): the walk then continues in
-  the interrupted code with the volatile registers of the KTRAP_FRAME, and that
-  frame (entered through the trap frame, its PC exact) records
-  ``Frame.trap_frame`` (``TrapFrame @ ...``); a machine frame is also
-  recognised by its shape while scanning;
-* ``frame_pointer`` / ``scan``: a bounded scan of the stack for a value that
-  lies in a loaded module, in an executable section with a function entry when
-  the image is known, and right after a call instruction when the code bytes
-  are available (from the image, or from the dump).  When that slot is also
-  ``[rbp+8]`` of a sane RBP chain the frame is labelled ``frame_pointer``.
+* ``cfi``: unwind data (.pdata/UNWIND_INFO on x64, .pdata/.xdata on ARM64), including
+  trap/machine frames: the walk then continues in the interrupted code, and that frame
+  records ``Frame.trap_frame`` (``TrapFrame @ ...``);
+* ``frame_pointer``: a frame-pointer chain (x64: RBP chain seen while scanning; ARM64:
+  the x29/x30 frame record);
+* ``scan``: a bounded scan of the stack for a value that lies in a loaded module, in an
+  executable section with a function entry when the image is known, and right after a
+  call instruction when the code bytes are available (from the image, or from the dump).
 
-Walks always end: at ``max_frames``, when RSP stops growing (trap frames may
-switch stacks, at most 8 times), when RSP leaves ``stack_range``, when the
-return address is below 0x1000, or when the memory budget is spent.
+Walks always end: at ``max_frames``, when SP stops growing (trap frames may switch
+stacks, at most 8 times), when SP leaves ``stack_range``, when the return address is
+below 0x1000, or when the memory budget is spent.
 """
 from __future__ import annotations
 
@@ -27,17 +26,14 @@ from ..errors import DumpError, ImageError, MemoryReadError, UnwindError
 from ..model import Context, Frame, Module, ModuleList, Stack, VirtualReader
 from ..pe.image import PEImage
 from ..pe.provider import ImageProvider
-from .contexts import KTRAP_FRAME_SIZE, trap_frame_volatiles
-from .x64 import MASK64, VOLATILE, virtual_unwind
 
 PAGE = 0x1000
 DEFAULT_SCAN_BYTES = 0x800
 DEFAULT_READ_BUDGET = 4 << 20
 MAX_STACK_SWITCHES = 8
 
+MASK64 = 0xFFFFFFFFFFFFFFFF
 _Q = struct.Struct("<Q")
-# registers a callee may clobber: unknown in the caller after an unwind step
-_VOLATILE_ALL = frozenset(VOLATILE) | frozenset(f"xmm{i}" for i in range(6)) | {"eflags"}
 
 
 class SymbolResult(Protocol):
@@ -57,7 +53,31 @@ class Resolver(Protocol):
 
 
 def is_canonical(va: int) -> bool:
+    """x64 canonical address (kept for callers; the walker asks its architecture's rules)."""
     return va < 0x0000800000000000 or 0xFFFF800000000000 <= va <= MASK64
+
+
+class WalkRules:
+    """What the walk loop needs to know of an architecture (each arch's ``walk.RULES``)."""
+
+    ip = "rip"
+    sp = "rsp"
+    fp = "rbp"
+    pointer_size = 8
+    sp_align = 8
+    context_class = Context
+    #: bytes before a return address to fetch for the call check
+    call_window = 7
+
+    def canonical(self, va: int) -> bool:
+        return is_canonical(va)
+
+    def ends_with_call(self, code: bytes, ra: int) -> bool:
+        raise NotImplementedError
+
+    def lookup_address(self, pc: int, exact: bool) -> int:
+        """The address to look a frame up at: the PC itself, or inside the call before a return address."""
+        return pc if exact else pc - 1
 
 
 # ---------------------------------------------------------------------- memory
@@ -198,7 +218,9 @@ def ends_with_call(code: bytes, ra: int) -> bool:
 
 
 # ---------------------------------------------------------------------- walker
-class _Next(NamedTuple):
+class Next(NamedTuple):
+    """A strategy's answer: the caller's registers and how far to trust them."""
+
     regs: Dict[str, int]
     valid: Set[str]
     trust: str
@@ -207,12 +229,28 @@ class _Next(NamedTuple):
     switched_stack: bool
 
 
+_Next = Next
+
+
 class StackWalker:
-    """Walk state shared by the frames of one walk (caches, budget)."""
+    """Walk state shared by the frames of one walk (caches, budget), for one architecture.
+
+    ``arch`` is an :class:`dumpkit.arch.Architecture` (default: the context's); its
+    ``walk`` module gives the rules and the ordered strategies.  A strategy is a
+    callable ``(walker, regs, valid, exact) -> Next | None``.
+    """
 
     def __init__(self, reader: VirtualReader, modules: ModuleList, images: Optional[ImageProvider],
                  resolver: Optional[Resolver] = None, *, scan_bytes: int = DEFAULT_SCAN_BYTES,
-                 stack_range: Optional[Tuple[int, int]] = None, read_budget: int = DEFAULT_READ_BUDGET) -> None:
+                 stack_range: Optional[Tuple[int, int]] = None, read_budget: int = DEFAULT_READ_BUDGET,
+                 arch: Any = None) -> None:
+        if arch is None:
+            from ..arch import by_name
+            arch = by_name("x64")
+        self.arch = arch
+        self.rules: WalkRules = arch.walk_rules()
+        self.strategies = tuple(arch.walk_strategies())
+        self.trust = "context"
         self.mem = StackMemory(reader, read_budget)
         self.modules = modules
         self.images = images
@@ -221,7 +259,6 @@ class StackWalker:
         self.stack_range = stack_range
         self._image_cache: Dict[int, Optional[PEImage]] = {}
         self._ra_cache: Dict[int, int] = {}
-        self._regs_template: Dict[str, int] = {}
 
     # -- modules and images
     def image(self, module: Module) -> Optional[PEImage]:
@@ -238,34 +275,38 @@ class StackWalker:
 
     # -- the walk
     def walk(self, context: Context, max_frames: int = 256) -> Stack:
+        R = self.rules
+        IP, SP = R.ip, R.sp
         frames = Stack()
         regs = {k: v for k, v in context.regs.items()}
         valid = set(context.valid)
-        if "rip" not in regs or "rsp" not in regs:
+        if IP not in regs or SP not in regs:
             return frames
+        ctx_class = type(context) if isinstance(context, R.context_class) else R.context_class
         trust = "context"
         exact = True
         switches = 0
         source = context.source or "context"
         trap_in: Optional[int] = None
         for idx in range(max(0, max_frames)):
-            pc, sp = regs["rip"], regs["rsp"]
+            pc, sp = regs[IP], regs[SP]
             frame = Frame(index=idx, instruction=pc, child_sp=sp, trust=trust,
-                          context=Context(regs, source if idx == 0 else ("trap_frame" if trap_in else "unwind"),
-                                          context.address if idx == 0 else trap_in, valid),
+                          context=ctx_class(regs, source if idx == 0 else ("trap_frame" if trap_in else "unwind"),
+                                            context.address if idx == 0 else trap_in, valid),
                           trap_frame=trap_in)
             self._symbolize(frame, exact)
             frames.append(frame)
+            self.trust = trust           # how the current frame was found (strategies may ask)
             try:
-                nxt = self._caller(regs, valid, trust, exact)
+                nxt = self._caller(regs, valid, exact)
             except UnwindError:          # budget spent
                 nxt = None
             if nxt is None:
                 break
-            frame.return_address = nxt.regs["rip"]
+            frame.return_address = nxt.regs[IP]
             trap_in = nxt.trap_frame
-            nrip, nsp = nxt.regs["rip"], nxt.regs["rsp"]
-            if nrip < 0x1000 or not is_canonical(nrip):
+            nrip, nsp = nxt.regs[IP], nxt.regs[SP]
+            if nrip < 0x1000 or not R.canonical(nrip):
                 break                    # end of the stack (thread start returns to 0)
             if nxt.switched_stack:
                 switches += 1
@@ -279,123 +320,22 @@ class StackWalker:
             regs, valid, trust, exact = nxt.regs, nxt.valid, nxt.trust, nxt.exact
         return frames
 
-    def _caller(self, regs: Dict[str, int], valid: Set[str], trust: str, exact: bool) -> Optional[_Next]:
-        pc, sp = regs["rip"], regs["rsp"]
-        module = self.modules.find(pc if exact else pc - 1)
-        image = self.image(module) if module is not None else None
-        if image is not None and module is not None:
-            try:
-                has_pdata = bool(image.runtime_functions)
-            except DumpError:
-                has_pdata = False
-            if has_pdata:
-                try:
-                    step = virtual_unwind(image, module.base, regs, self.mem.read, exact=exact)
-                except UnwindError as exc:
-                    if "budget" in exc.message:
-                        raise
-                    step = None
-                if step is not None and self._plausible_cfi(step.regs, sp, step.machine_frame):
-                    new_valid = (valid - _VOLATILE_ALL).union(step.restored, ("rip", "rsp"))
-                    new_regs = step.regs
-                    if step.machine_frame:
-                        new_valid.add("eflags")
-                        if step.trap_frame is not None:
-                            self._load_trap_volatiles(new_regs, new_valid, step.trap_frame)
-                    return _Next(new_regs, new_valid, "cfi", step.machine_frame, step.trap_frame,
-                                 step.machine_frame)
-        return self._scan(regs, sp)
-
-    def _plausible_cfi(self, new: Dict[str, int], sp: int, machine: bool) -> bool:
-        rip, rsp = new["rip"], new["rsp"]
-        if not is_canonical(rsp) or rsp & 7:
-            return False
-        if rip < 0x1000:
-            return True                  # end of stack: accepted, the walk stops there
-        if not is_canonical(rip):
-            return False
-        if not machine and rsp <= sp:
-            return False
-        return True
-
-    def _load_trap_volatiles(self, regs: Dict[str, int], valid: Set[str], trap: int) -> None:
-        try:
-            data = self.mem.read(trap, KTRAP_FRAME_SIZE)
-        except UnwindError:
-            raise
-        except DumpError:
-            return
-        for k, v in trap_frame_volatiles(data).items():
-            regs[k] = v
-            valid.add(k)
-
-    # -- scanning
-    def _scan(self, regs: Dict[str, int], sp: int) -> Optional[_Next]:
-        if sp & 7 or not is_canonical(sp):
-            return None
-        rbp = regs.get("rbp")
-        self._regs_template = regs
-        end = sp + self.scan_bytes
-        if self.stack_range is not None:
-            end = min(end, self.stack_range[1])
-        slot = sp
-        while slot < end:
-            val = self.mem.u64(slot)
-            if val is None:
-                return None              # left the readable stack
-            if val < 0x1000 or not is_canonical(val):
-                slot += 8
-                continue
-            trap = self._machine_frame_at(slot, val)
-            if trap is not None:
-                return trap
-            if self._return_address_ok(val):
-                new = dict(regs)
-                new["rip"] = val
-                new["rsp"] = slot + 8
-                trust = "scan"
-                if rbp is not None and slot == rbp + 8 and rbp >= sp:
-                    caller_bp = self.mem.u64(rbp)
-                    if caller_bp is not None and (caller_bp == 0 or caller_bp > slot):
-                        new["rbp"] = caller_bp
-                        trust = "frame_pointer"
-                return _Next(new, {"rip", "rsp"} | ({"rbp"} if trust == "frame_pointer" else set()),
-                             trust, False, None, False)
-            slot += 8
+    def _caller(self, regs: Dict[str, int], valid: Set[str], exact: bool) -> Optional[Next]:
+        """The first strategy's answer (they raise UnwindError only when the budget is spent)."""
+        for strategy in self.strategies:
+            nxt = strategy(self, regs, valid, exact)
+            if nxt is not None:
+                return nxt
         return None
 
-    def _machine_frame_at(self, slot: int, rip: int) -> Optional[_Next]:
-        """Is ``slot`` the RIP of a hardware interrupt frame (KTRAP_FRAME+0x168)?
+    def module_and_image(self, pc: int, exact: bool) -> Tuple[Optional[Module], Optional[PEImage]]:
+        module = self.modules.find(self.rules.lookup_address(pc, exact))
+        image = self.image(module) if module is not None else None
+        return module, image
 
-        Recognised by its shape: CS 0x10/0x33 next to it, an EFLAGS value with
-        bit 1 set, a canonical RSP and SS 0x18/0x2b, and RIP inside a module's
-        executable code.  The walk then continues at the interrupted PC (exact).
-        """
-        m = self.modules.find(rip)
-        if m is None or m.unloaded:
-            return None
-        cs = self.mem.u64(slot + 8)
-        if cs is None or (cs & 0xFFFF) not in (0x10, 0x33):
-            return None
-        fl = self.mem.u64(slot + 0x10)
-        rsp = self.mem.u64(slot + 0x18)
-        ss = self.mem.u64(slot + 0x20)
-        if fl is None or rsp is None or ss is None:
-            return None
-        fl &= 0xFFFFFFFF
-        if not fl & 2 or fl >> 22 or (ss & 0xFFFF) not in (0x18, 0x2B) or not is_canonical(rsp) or rsp < 0x1000:
-            return None
-        if ((cs & 0xFFFF) == 0x10) != (rip >= 0xFFFF800000000000):
-            return None
-        image = self.image(m)
-        if image is not None and not image.is_executable(rip - m.base):
-            return None
-        new = {k: v for k, v in self._regs_template.items()}
-        new.update(rip=rip, rsp=rsp, eflags=fl)
-        valid = {"rip", "rsp", "eflags"}
-        trap = (slot - 0x168) & MASK64
-        self._load_trap_volatiles(new, valid, trap)
-        return _Next(new, valid, "scan", True, trap, True)
+    def return_address_ok(self, ra: int) -> bool:
+        """Is ``ra`` a plausible return address (in a module's code, after a call where checkable)?"""
+        return self._return_address_ok(ra)
 
     def _return_address_ok(self, ra: int) -> bool:
         got = self._ra_cache.get(ra)
@@ -411,6 +351,7 @@ class StackWalker:
             return 0
         image = self.image(m)
         code: Optional[bytes] = None
+        win = self.rules.call_window
         if image is not None:
             rva = ra - m.base
             try:
@@ -418,25 +359,25 @@ class StackWalker:
                     return 0
                 if image.runtime_functions and image.function_for(rva - 1) is None:
                     return 0
-                if rva >= 7:
-                    code = image.read_rva(rva - 7, 7)
+                if rva >= win:
+                    code = image.read_rva(rva - win, win)
             except ImageError:
                 code = None
         if code is None:
             try:
-                code = self.mem.read(ra - 7, 7)
+                code = self.mem.read(ra - win, win)
             except UnwindError:
                 raise
             except DumpError:
                 code = None
         if code is None:
             return 1                     # in a module, but no code bytes to check the call
-        return 2 if ends_with_call(code, ra) else 0
+        return 2 if self.rules.ends_with_call(code, ra) else 0
 
     # -- symbols
     def _symbolize(self, frame: Frame, exact: bool) -> None:
         pc = frame.instruction
-        look = pc if exact else pc - 1
+        look = self.rules.lookup_address(pc, exact)
         m = self.modules.find(look)
         if m is None:
             return
@@ -476,14 +417,18 @@ def walk_stack(reader: VirtualReader, context: Context, modules: ModuleList,
                images: Optional[ImageProvider] = None, resolver: Optional[Resolver] = None,
                max_frames: int = 256, scan_bytes: int = DEFAULT_SCAN_BYTES, *,
                stack_range: Optional[Tuple[int, int]] = None,
-               read_budget: int = DEFAULT_READ_BUDGET) -> Stack:
-    """Walk the x64 stack that starts at ``context``; returns a WinDbg-style :class:`Stack`.
+               read_budget: int = DEFAULT_READ_BUDGET, arch: Any = None) -> Stack:
+    """Walk the stack that starts at ``context``; returns a WinDbg-style :class:`Stack`.
 
     ``reader`` gives virtual memory (``read_virtual(va, size)``), ``modules`` the
     loaded modules, ``images`` the PE images (unwind data, code bytes, exports),
     ``resolver`` symbol names.  ``scan_bytes`` bounds each stack scan,
-    ``stack_range`` = (low, high) bounds RSP, ``read_budget`` the bytes read.
+    ``stack_range`` = (low, high) bounds SP, ``read_budget`` the bytes read.  ``arch``
+    (an :class:`dumpkit.arch.Architecture`) defaults to the context's architecture.
     """
+    if arch is None:
+        from ..arch import of_context
+        arch = of_context(context)
     walker = StackWalker(reader, modules, images, resolver, scan_bytes=scan_bytes,
-                         stack_range=stack_range, read_budget=read_budget)
+                         stack_range=stack_range, read_budget=read_budget, arch=arch)
     return walker.walk(context, max_frames)
