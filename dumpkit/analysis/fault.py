@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from dumpkit.analysis.bucket import FAST_FAIL_NAMES, PAGE_FAULT_CODES, STATUS_ACCESS_VIOLATION, base_code
+from dumpkit.errors import DumpError
 
 __all__ = ["FaultInfo", "MemoryOperand", "DecodedInstruction", "decode_instruction", "explain_fault",
            "classify_address", "is_canonical"]
@@ -115,10 +116,17 @@ def _capstone() -> Any:
     return _CS
 
 
-def decode_instruction(code: bytes, address: int = 0) -> Optional[DecodedInstruction]:
-    """Decode the first x64 instruction of ``code`` with capstone; None if undecodable."""
+def decode_instruction(code: bytes, address: int = 0, arch: str = "x64") -> Optional[DecodedInstruction]:
+    """Decode the first instruction of ``code`` with capstone (x64 by default; ``arch`` names
+    another architecture, whose ``dumpkit.arch.<arch>.fault`` module decodes it); None if undecodable."""
     if not code:
         return None
+    if arch != "x64":
+        try:
+            from ..arch import by_name
+            return by_name(arch).part("fault").decode_instruction(code, address)
+        except DumpError:
+            return None
     try:
         import capstone
         from capstone import x86_const as X
@@ -313,7 +321,7 @@ def explain_fault(*, bugcheck_code: Optional[int] = None, parameters: Sequence[i
         fi.sources.append("opcode bytes from the WinDbg disassembly line")
     elif code is not None:
         fi.sources.append("instruction bytes at the faulting IP")
-    dec = decode_instruction(code, ip or 0) if code else None
+    dec = decode_instruction(code, ip or 0, getattr(context, "arch", "x64") or "x64") if code else None
     if dec is not None:
         fi.instruction = dec.text if not dec.locked else f"lock {dec.text}"
     elif disasm is not None:
