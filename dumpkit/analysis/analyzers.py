@@ -71,6 +71,8 @@ class Analyzer:
     subtypes: Mapping[int, str] = field(default_factory=dict)
     livedump: bool = False
     followup_top: bool = False          # followup_from = "top": the analysed thread's top frame
+    followup_user: bool = False         # followup_from = "user": the first user-mode frame (0xEF)
+    followup_context: bool = False      # followup_from = "context": top frame when the stack is the trap's own context
     usermode: bool = False              # a user-mode analyzer, keyed by the exception code
 
     def subtype_name(self, parameters: Sequence[int], kb: Any = None, code: Optional[int] = None) -> Optional[str]:
@@ -171,7 +173,10 @@ class AnalyzerTable:
                                       fault_instruction=bool(a.get("fault_instruction", False)),
                                       followup_skip=tuple(str(m).lower() for m in a.get("followup_skip", [])),
                                       subtype_param=sp, subtypes=subs, livedump=bool(a.get("livedump", False)),
-                                      followup_top=_followup_from(a.get("followup_from", "triage"), where),
+                                      followup_top=_followup_from(a.get("followup_from", "triage"), where) == "top",
+                                      followup_user=_followup_from(a.get("followup_from", "triage"), where) == "user",
+                                      followup_context=_followup_from(a.get("followup_from", "triage"),
+                                                                      where) == "context",
                                       usermode=bool(a.get("usermode", False))))
         return cls(overrides, analyzers)
 
@@ -196,10 +201,10 @@ class AnalyzerTable:
         return a or _DEFAULT
 
 
-def _followup_from(v: Any, where: str) -> bool:
-    if v not in ("triage", "top"):
-        raise AnalyzerTableError(f"{where}: followup_from must be 'triage' or 'top'")
-    return v == "top"
+def _followup_from(v: Any, where: str) -> str:
+    if v not in ("triage", "top", "user", "context"):
+        raise AnalyzerTableError(f"{where}: followup_from must be 'triage', 'top', 'user' or 'context'")
+    return str(v)
 
 
 def _hex(v: Any, where: str) -> int:
@@ -387,6 +392,7 @@ def _values(facts: Facts, analyzer: Analyzer, case: Case) -> Dict[str, Optional[
         "dpc_isr": None,
         "followup_image": facts.followup_image,
         "pointer_class": _pointer_class(facts.address, facts.access),
+        "avrf": "AVRF" if str(facts.fields.get("APPLICATION_VERIFIER_LOADED", "")).split()[:1] == ["1"] else None,
     }
     for i in range(4):
         vals[f"p{i + 1}"] = f"{p[i]:x}"
@@ -411,6 +417,9 @@ def _pointer_class(address: Optional[int], access: Optional[str]) -> Optional[st
     if address is None:
         return None
     how = {"write": "WRITE", "execute": "EXECUTE"}.get(access or "", "READ")
+    if how == "EXECUTE":
+        # executing address 0 is an invalid pointer; executing a real but non-executable page is DEP
+        return "INVALID_POINTER_EXECUTE" if address == 0 else "SOFTWARE_NX_FAULT"
     if address == 0:
         return f"NULL_POINTER_{how}"
     if address < 0x10000:

@@ -55,6 +55,7 @@ _USER_DLLS = {"ntdll", "kernel32", "kernelbase", "user32", "win32u", "gdi32", "g
 _BOOT_LOAD_FRAMES = ("IopInitializeBootDrivers", "IopInitializeSystemDrivers", "boot-start", "system-start")
 #: driver categories whose boot-start drivers may be needed to reach the disk
 _BOOT_CRITICAL = ("storage", "storage filter", "file-system filter", "file system", "security")
+_PSEUDO_MODULES = {"heap_corruption", "memory_corruption", "hardware", "unknown_module"}
 _USER_EXES = {"csrss", "smss", "wininit", "winlogon", "lsass", "services", "svchost", "explorer", "dwm", "fontdrvhost"}
 _HEAP_FRAMES = ("RtlpHp", "ExFreePool", "ExFreeHeapPool", "ExAllocatePool", "RtlpHeap", "ExpFreePool")
 
@@ -298,6 +299,8 @@ def _is_user_frame(f: Optional[Frame], user_top: int = _USER_TOP) -> bool:
     """A frame of user-mode code (below the kernel half of the address space)."""
     if f is None:
         return False
+    if user_top >= 1 << 64:
+        return True                         # a user-mode report: every frame is user code
     addr = f.instruction or f.child_sp
     return bool(addr) and addr < user_top and (f.child_sp or 0) < user_top
 
@@ -341,6 +344,8 @@ def _image_for(module: Optional[str], modules: ModuleList, kb: Any, frame: Optio
     if process and process.rsplit(".", 1)[0].lower() == module.lower() and "." in process and \
             (frame is None or _is_user_frame(frame, user_top)):
         return process                      # the process's own executable (AccessV.exe)
+    if module.lower() in _PSEUDO_MODULES:
+        return module                       # heap_corruption!Mem.exe: the report's pseudo frame, no file
     if _is_user_frame(frame, user_top):
         # a user-mode image on a kernel stack keeps its own extension (ntdll.dll, csrss.exe)
         return f"{module}.exe" if module.lower() in _USER_EXES else f"{module}.dll"
@@ -386,6 +391,14 @@ def _describe(info: Any) -> str:
 def _add(lst: List[str], item: str) -> None:
     if item and item not in lst:
         lst.append(item)
+
+def _starts_in_bugcheck(frames: Sequence[Frame]) -> bool:
+    """The listing begins in the bug-check plumbing (KeBugCheckEx, its debugger break), not in a trap context."""
+    for f in frames[:4]:
+        if (f.module or "").lower() == "nt" and any(_sym(f).startswith(t) for t in _BUGCHECK_FRAMES + ("KeBugCheck2",)):
+            return True
+    return False
+
 
 def _stack_command(analyzer: Any, info: Any, params: Sequence[int], context: Optional[Context],
                    fields: Mapping[str, str], have_stack: bool) -> Optional[str]:
@@ -610,7 +623,7 @@ def analyze_parts(bugcheck_code: Optional[int], parameters: Sequence[int], frame
         ptext = [(f"Arg{i + 1}", v, parameter_text[i] if i < len(parameter_text) else "") for i, v in enumerate(params)]
 
     # --- image names on frames ------------------------------------------------------------------
-    utop = _user_top(stack)
+    utop = (1 << 64) if user_mode else _user_top(stack)     # a user-mode report: every frame is user code
     for f in stack:
         if f.module and not f.image_name:
             f.image_name = _image_for(f.module, mods, kb, f, utop, process_name)
@@ -625,10 +638,17 @@ def analyze_parts(bugcheck_code: Optional[int], parameters: Sequence[int], frame
             candidates = trusted
             warn_list.append(f"{len(scanned)} frame(s) were found by scanning the stack (frame {scanned[0].index:02x} "
                              f"on); the followup is chosen among the unwound frames only")
+    if getattr(analyzer, "followup_user", False) and not user_mode:
+        utop0 = _user_top(stack)
+        users = [f for f in candidates if f.module and _is_user_frame(f, utop0)]
+        if users:
+            candidates = users
     if stack:
         try:
             fu = _select_followup(candidates, kb, rules, skip=getattr(analyzer, "followup_skip", ()),
-                                  top=getattr(analyzer, "followup_top", False))
+                                  top=getattr(analyzer, "followup_top", False) or (
+                                      getattr(analyzer, "followup_user", False) and candidates is not stack) or (
+                                      getattr(analyzer, "followup_context", False) and not _starts_in_bugcheck(stack)))
         except Exception as e:
             warn_list.append(f"followup selection failed: {e}")
     fmod = fu.module if fu is not None else None
@@ -677,7 +697,7 @@ def analyze_parts(bugcheck_code: Optional[int], parameters: Sequence[int], frame
     # --- bucket: the bug check's analyzer (symbols/analyzers.toml) ---------------------------------
     bucket = None
     verdict_an = None
-    if code is not None or is_av:
+    if code is not None or is_av or (user_mode and exc.get("code") is not None):
         kw = dict(exception_code=exc.get("code"), access=fault.access,
                   fault_kind=fault.kind if fault.kind in ("paged_ip", "null_ip", "bad_ip") else (
                       "av" if code is None and is_av else None),
@@ -686,7 +706,12 @@ def analyze_parts(bugcheck_code: Optional[int], parameters: Sequence[int], frame
         um = table.for_exception(exc.get("code")) if (user_mode and table is not None and code is None) else None
         if um is not None:
             from .analyzers import Facts as _F, evaluate as _ev
-            fimg = f"{image or fmod}!{fsym or 'unknown_function'}" if fmod else ""
+            if not fmod and process_name and not any(g.module for g in stack):
+                # nothing unwound (execution at a bad address): WinDbg blames the process image
+                fmod, image, fsym = process_name.rsplit(".", 1)[0], process_name, "unknown_error_in_process"
+                symbol_name = f"{process_name}!unknown_error_in_process"
+                notes.append("no frame could be attributed: the process image is the followup, as WinDbg does")
+            fimg = f"{image or fmod}!{fsym or 'Unknown'}" if fmod else ""
             addr = exc.get("parameter2", exc.get("memory_address"))
             verdict_um = _ev(_F(code=None, exception_code=exc.get("code"), access=exc.get("memory_access") or (
                 {0: "read", 1: "write", 8: "execute"}.get(exc.get("parameter1"))), usermode=True,
