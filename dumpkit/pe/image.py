@@ -506,6 +506,16 @@ class PEImage:
         return self._rf
 
     def _parse_pdata(self) -> List[RuntimeFunction]:
+        if self.machine == 0xAA64:                # ARM64: 8-byte entries (begin, packed word or .xdata RVA)
+            from ..arch.arm64.unwind import function_length, read_pdata
+            limit = self.size_of_image
+            rfs = []
+            for b, u in read_pdata(self):
+                n = function_length(self, u)
+                if 0 < b and n and b + n <= limit and (u & 3 or u < limit):
+                    rfs.append(RuntimeFunction(b, b + n, u))
+            rfs.sort()
+            return rfs
         rva, size = self.directory(DIR_EXCEPTION)
         if not rva or size < 12:
             return []

@@ -312,8 +312,8 @@ class StackWalker:
                 switches += 1
                 if switches > MAX_STACK_SWITCHES or nsp == sp:
                     break
-            elif nsp <= sp:
-                break
+            elif nsp < sp or (nsp == sp and not (exact and nrip != pc)):
+                break                    # SP must grow; only a leaf seen from an exact PC keeps it
             if self.stack_range is not None and not nxt.switched_stack and \
                     not self.stack_range[0] <= nsp <= self.stack_range[1]:
                 break
