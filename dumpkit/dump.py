@@ -22,6 +22,8 @@ from .kernel.state import Bugcheck, Kernel
 from .memory.physical import PhysicalLayer
 from .model import Context, Module, ModuleList
 from .target import Target, open_target
+from .target import dump64 as _dump64  # noqa: F401  - the PAGEDU64 format, as the reader always had
+from .arch import x64 as _x64  # noqa: F401  - the x64 architecture (its translator and CONTEXT)
 
 __all__ = ["Dump", "Bugcheck", "open"]
 
@@ -72,7 +74,10 @@ class Dump:
     def read_physical(self, pa: int, size: int, *, zero_fill: bool = False) -> bytes:
         """Bytes at a physical address; a page not in the dump raises MissingPageError
         (or reads as zeros with ``zero_fill=True``, like WinDbg's ``.ignore_missing_pages``)."""
-        return self._memory.need_physical().read(pa, size, zero_fill)
+        phys = self._memory.physical          # None for triage dumps and closed dumps
+        if phys is None:
+            return self._memory.read_physical(pa, size, zero_fill)     # raises the clear error
+        return phys.read(pa, size, zero_fill)
 
     def is_present(self, pa: int) -> bool:
         """Whether the physical page holding ``pa`` is stored in the dump."""

@@ -6,10 +6,7 @@ file, computed by rizin with ntkrnlmp's PDB), not dumpkit's own output.
 from __future__ import annotations
 
 import json
-import os
 import pickle
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -97,22 +94,23 @@ def test_analysis_is_architecture_neutral_and_pickles(arm):
 
 
 @pytest.mark.parametrize("cmd", ["info", "modules", "stack", "analyze"])
-def test_cli_works_on_arm64(cmd):
+def test_cli_works_on_arm64(cmd, capsys, monkeypatch):
+    from dumpkit.cli.main import main
     path = shared_path("dumps", "triage_arm64.dmp")
-    env = dict(os.environ, DUMPKIT_OFFLINE="1")
-    p = subprocess.run([sys.executable, "-m", "dumpkit", cmd, str(path), "--json"], cwd=ROOT, env=env,
-                       capture_output=True, text=True, timeout=120)
+    monkeypatch.setenv("DUMPKIT_OFFLINE", "1")
+    rc = main([cmd, str(path), "--json"])
+    out = capsys.readouterr()
     if cmd == "analyze":       # a power-button hold blames no module: the CLI's 'incomplete' exit code
-        assert p.returncode in (0, 1) and "Traceback" not in p.stderr, p.stderr
+        assert rc in (0, 1) and "Traceback" not in out.err, out.err
     else:
-        assert p.returncode == 0, p.stderr
-    doc = json.loads(p.stdout)
-    text = json.dumps(doc)
+        assert rc == 0, out.err
+    doc = json.loads(out.out)
+    text = json.dumps(doc).lower()
     if cmd == "stack":
-        assert "fffff803f33442a0" in text.lower() and "fffff803f3007de4" in text.lower()
+        assert "fffff803f33442a0" in text and "fffff803f3007de4" in text
     if cmd == "info":
         assert "arm64" in text
     if cmd == "modules":
         assert "ntoskrnl.exe" in text
     if cmd == "analyze":
-        assert doc["bugcheck"]["code"] in ("0x1c8", 0x1C8, "1c8") or "1c8" in json.dumps(doc["bugcheck"]).lower()
+        assert "1c8" in json.dumps(doc["bugcheck"]).lower()

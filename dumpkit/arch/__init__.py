@@ -99,21 +99,34 @@ def register(arch: Architecture) -> Architecture:
     return arch
 
 
+#: machine type -> the built-in package that registers it (imported only when asked for)
+_BUILTIN_PACKAGES = {0x8664: "x64", 0xAA64: "arm64", 0x14C: "x86"}
+
+
+def _import_package(pkg: str) -> None:
+    try:
+        importlib.import_module(f".{pkg}", __name__)
+    except ImportError:
+        pass                                # an architecture package not (yet) in this tree
+
+
 def _load_builtin() -> None:
     global _LOADED
     if not _LOADED:
         _LOADED = True
-        for pkg in ("x64", "arm64", "x86"):
-            try:
-                importlib.import_module(f".{pkg}", __name__)
-            except ImportError:
-                pass                        # an architecture package not (yet) in this tree
+        for pkg in _BUILTIN_PACKAGES.values():
+            _import_package(pkg)
 
 
 def for_machine(machine: int, path: Optional[str] = None) -> Architecture:
     """The architecture of MachineImageType ``machine``; UnsupportedDumpError if unknown."""
-    _load_builtin()
     arch = _BY_MACHINE.get(machine)
+    if arch is None and machine in _BUILTIN_PACKAGES:
+        _import_package(_BUILTIN_PACKAGES[machine])
+        arch = _BY_MACHINE.get(machine)
+    if arch is None:
+        _load_builtin()
+        arch = _BY_MACHINE.get(machine)
     if arch is None:
         known = ", ".join(f"{a.machine:#x} ({a.name})" for a in _BY_MACHINE.values())
         raise UnsupportedDumpError(f"MachineImageType {machine:#x} is not a supported architecture",
@@ -123,7 +136,11 @@ def for_machine(machine: int, path: Optional[str] = None) -> Architecture:
 
 def by_name(name: str) -> Architecture:
     """The architecture called ``name`` ('x64', 'arm64', ...)."""
-    _load_builtin()
+    if name not in _BY_NAME:
+        if name in _BUILTIN_PACKAGES.values():
+            _import_package(name)
+        if name not in _BY_NAME:
+            _load_builtin()
     try:
         return _BY_NAME[name]
     except KeyError:
