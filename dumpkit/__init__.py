@@ -1,8 +1,16 @@
 """dumpkit: Windows kernel crash-dump triage from Python.
 
 >>> import dumpkit
->>> d = dumpkit.open("fixtures/samples/case2.dmp")      # doctest: +SKIP
->>> d.bugcheck, d.modules.find(d.bugcheck.parameters[1])  # doctest: +SKIP
+>>> d = dumpkit.open("fixtures/samples/case2_lwfmgr.dmp")      # the sample in a source checkout
+>>> d.bugcheck.code, d.modules.find(d.bugcheck.parameters[1]).name
+(126, 'ndis.sys')
+>>> print(dumpkit.analyze(d))                                   # doctest: +ELLIPSIS
+Crash:    0x7E SYSTEM_THREAD_EXCEPTION_NOT_HANDLED
+...
+Culprit:  lwfmgr.sys ...
+
+Pasted WinDbg text works the same way: ``dumpkit.analyze(open("analyze.txt").read())``.
+The command line is ``dumpkit`` (``dumpkit --help``); docs/ has the manual.
 """
 from __future__ import annotations
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 from typing import Any, Optional, Union
 
 from .dump import Dump, open as open_dump
@@ -14,6 +15,16 @@ def _looks_like_dump(path: str) -> bool:
             return f.read(4) in (b"PAGE", b"MDMP", b"MSCF")
     except OSError:
         return False
+
+
+def _looks_like_a_path(text: str) -> bool:
+    """One line, no spaces inside, with a folder separator or a file extension: a path, not pasted text."""
+    t = text.strip()
+    if not t or "\n" in t or len(t) > 4096 or " " in t or "\t" in t:
+        return False
+    if "!" in t or "`" in t:                 # nt!KeBugCheckEx, fffff804`0c9d08c2
+        return False
+    return "/" in t or "\\" in t or bool(re.search(r"\.[A-Za-z][A-Za-z0-9]{0,4}$", t))
 
 
 def analyze(target: Union[Dump, str, bytes, "os.PathLike[str]"], symbol_path: Any = None, *,
@@ -57,13 +68,22 @@ def _analyze(target: Any, symbol_path: Any, offline: Optional[bool]):
     from .analysis.engine import analyze_text
 
     if isinstance(target, Dump):
+        from .analysis.facts import fill_from_dump
         a = analyze_dump(target, symbol_path, offline=offline)
-        a.crash_time, a.uptime = target.crash_time, target.uptime
-        return a
+        try:
+            res = target.resolver(symbol_path, offline=offline)
+        except DumpError:
+            res = None
+        return fill_from_dump(a, target, res)
     if isinstance(target, bytes):
         return analyze_text(target)
     text_or_path = os.fspath(target)
     is_path = "\n" not in text_or_path and len(text_or_path) < 4096 and os.path.exists(text_or_path)
+    if not is_path and _looks_like_a_path(text_or_path):
+        parent = os.path.dirname(os.path.abspath(text_or_path))
+        raise DumpError("no such file" + ("" if os.path.isdir(parent) else f" (the folder {parent} does not exist)"),
+                        path=text_or_path, hint="give the path of a dump or of a text file with WinDbg output, "
+                                                "or the pasted text itself")
     if is_path and os.path.isdir(text_or_path):
         raise DumpError("is a directory, not a dump or text file", path=text_or_path)
     if is_path and _looks_like_dump(text_or_path):

@@ -328,7 +328,8 @@ class Dump:
             return
         h = self.header
         lines = [repr(self), f"  bugcheck   {self.bugcheck}",
-                 f"  machine    {h.machine}, build {h.build}, {h.number_processors} processors",
+                 f"  machine    {h.machine}, build {h.build}, {h.number_processors} processor"
+                 f"{'' if h.number_processors == 1 else 's'}",
                  f"  crashed    {h.system_time.isoformat() if h.system_time else 'not recorded'}"
                  f" (up {self.uptime})"]
         try:

@@ -260,7 +260,20 @@ class Frame:
             return f"{self.module}+0x{self.offset:x}"
         return self.module
 
-    def to_json(self) -> dict:
+    @property
+    def function_offset(self) -> Optional[int]:
+        """The offset into :attr:`symbol` (None without a symbol)."""
+        return self.offset if self.symbol else None
+
+    def to_json(self, modules: Optional["ModuleList"] = None) -> dict:
+        """``offset`` is the offset into the function (null without a symbol); ``module_offset``
+        the offset from the module's base (from ``modules``, or ``module+0x...`` frames)."""
+        mod_off: Optional[int] = None
+        m = modules.find(self.instruction) if modules is not None and self.instruction else None
+        if m is not None:
+            mod_off = self.instruction - m.base
+        elif not self.symbol and self.module and self.offset is not None:
+            mod_off = self.offset
         return {
             "index": self.index,
             "instruction": hex(self.instruction),
@@ -268,7 +281,8 @@ class Frame:
             "return_address": hex(self.return_address),
             "module": self.module,
             "symbol": self.symbol,
-            "offset": None if self.offset is None else hex(self.offset),
+            "offset": None if self.function_offset is None else hex(self.function_offset),
+            "module_offset": None if mod_off is None else hex(mod_off),
             "trust": self.trust,
         }
 

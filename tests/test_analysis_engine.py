@@ -21,7 +21,8 @@ from dumpkit.text import parse_stack
 
 DATA = Path(__file__).parent / "data" / "text"
 CONTRACT_KEYS = {"bugcheck", "failure_bucket_id", "failure_id_hash", "module_name", "image_name", "symbol_name",
-                 "process_name", "fault", "culprit", "victims", "remediation", "schema_version"}
+                 "process_name", "fault", "culprit", "victims", "remediation", "crash_time", "uptime_seconds",
+                 "os_build", "schema_version"}
 HEX_RE = re.compile(r"^0x[0-9a-f]+$")
 
 
@@ -161,7 +162,8 @@ def test_json_contract(case2):
     doc = json.loads(render_json(case2))
     assert set(doc) == CONTRACT_KEYS
     assert set(doc["bugcheck"]) == {"code", "name", "parameters"}
-    assert set(doc["culprit"]) == {"module", "vendor", "category", "reason"}
+    assert set(doc["culprit"]) == {"module", "vendor", "category", "reason", "path", "base", "size", "timestamp",
+                                   "version"}
     assert all(set(v) == {"module", "reason"} for v in doc["victims"])
     assert {"kind", "access", "address", "register", "instruction", "explanation"} <= set(doc["fault"])
     assert doc["schema_version"] == SCHEMA_VERSION

@@ -31,7 +31,7 @@ from .fault import FaultInfo, explain_fault
 __all__ = ["SCHEMA_VERSION", "Analysis", "Culprit", "Victim", "analyze_parts", "analyze_text", "infer_bugcheck"]
 
 #: version of the JSON document :meth:`Analysis.to_json` produces (see docs/json-schema.md)
-SCHEMA_VERSION = "1.0"
+from dumpkit.schemas import SCHEMA_VERSION  # noqa: E402 - one version for every JSON document
 
 # trap/exception plumbing: the frame *below* the last of these is where the fault happened
 _TRAP_HANDLERS = ("KiPageFault", "KiGeneralProtectionFault", "KiRaiseSecurityCheckFailure", "KiBreakpointTrap",
@@ -138,6 +138,8 @@ class Analysis:
     log_findings: Any = None                                   # dumpkit.logs.LogFindings, when logs were given
     crash_time: Optional[datetime] = None                      # from a dump header (aware, UTC)
     uptime: Optional[timedelta] = None                         # from a dump header
+    os_build: Optional[int] = None                             # from a dump header or pasted text
+    culprit_image: Any = None                                  # facts.CulpritImage (lmvm of the culprit)
     schema_version: str = SCHEMA_VERSION
 
     # --- output ---------------------------------------------------------------------------------
@@ -178,8 +180,13 @@ class Analysis:
             "culprit": self.culprit.to_json(),
             "victims": [v.to_json() for v in self.victims],
             "remediation": list(self.remediation),
+            "crash_time": None if self.crash_time is None else self.crash_time.isoformat(),
+            "uptime_seconds": None if self.uptime is None else round(self.uptime.total_seconds(), 3),
+            "os_build": self.os_build,
             "schema_version": self.schema_version,
         }
+        doc["culprit"].update(self.culprit_image.to_json() if self.culprit_image is not None else
+                              {"path": None, "base": None, "size": None, "timestamp": None, "version": None})
         if extended:
             doc["extended"] = {
                 "confidence": self.confidence,
@@ -190,7 +197,7 @@ class Analysis:
                 "faulting_frame": None if self.faulting_frame is None else self.faulting_frame.index,
                 "load_context": self.load_context,
                 "callers": list(self.callers),
-                "frames": [f.to_json() for f in self.frames],
+                "frames": [f.to_json(self.modules) for f in self.frames],
                 "notes": list(self.notes),
                 "warnings": list(self.warnings),
                 "reported": dict(self.reported),
@@ -226,6 +233,10 @@ class Analysis:
             if k in self.reported and self.reported[k] != v:
                 out[k] = (self.reported[k], v)
         return out
+
+    def __str__(self) -> str:
+        """``print(analysis)`` shows the summary."""
+        return self.summary()
 
     def __repr__(self) -> str:
         bc = f"0x{self.bugcheck_code:X}" if self.bugcheck_code is not None else "?"
@@ -1003,4 +1014,5 @@ def analyze_text(text: Union[str, bytes], *, kb: Any = None, rules: Any = None,
     a.fields = {k: v for k, v in f.items() if k not in _CONCLUSIONS}
     for k, (theirs, mine) in a.mismatches().items():
         a.notes.append(f"WinDbg reported {k} {theirs}; dumpkit computed {mine}")
-    return a
+    from .facts import fill_from_text
+    return fill_from_text(a, pt)

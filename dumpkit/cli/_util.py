@@ -2,6 +2,7 @@
 number and address parsing, JSON output."""
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import stat
@@ -45,12 +46,46 @@ def print_json(obj: Any, out: Optional[IO[str]] = None) -> None:
     out.write("\n")
 
 
+def plural(n: int, word: str, plural_form: Optional[str] = None) -> str:
+    """``1 processor``, ``2 processors``, ``1,500 modules`` (thousands separated)."""
+    return f"{n:,} {word if n == 1 else (plural_form or word + 's')}"
+
+
 def human_bytes(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if abs(n) < 1024 or unit == "TiB":
             return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
         n /= 1024
     return f"{n:.1f} TiB"  # pragma: no cover
+
+
+# ------------------------------------------------------------------ option values
+def positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1 (``--max-frames 0`` or ``-1`` is a usage error, exit 2)."""
+    try:
+        n = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 1 or more")
+    return n
+
+
+def check_exclusive(args: Any) -> None:
+    """Options that make no sense together are usage errors (exit 2)."""
+    if getattr(args, "summary", False) and getattr(args, "json", False):
+        raise CliError("--summary and --json do not go together", hint="--summary is for people, --json for scripts: "
+                       "pick one")
+    if getattr(args, "extended", False) and not getattr(args, "json", False):
+        raise CliError("--extended only applies to --json output", hint="add --json, or drop --extended")
+
+
+# ------------------------------------------------------------------ dumps cut short
+def dump_incomplete_reasons(d: Any) -> List[str]:
+    """Why a dump cannot be read completely (see :func:`dumpkit.analysis.facts.truncation_reasons`);
+    every dump command turns these into exit code 1, whatever the dump type."""
+    from ..analysis.facts import truncation_reasons
+    return truncation_reasons(d)
 
 
 # ------------------------------------------------------------------ inputs

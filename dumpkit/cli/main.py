@@ -16,7 +16,8 @@ from typing import Callable, Dict, List, NoReturn, Optional
 from ..errors import (CorruptDumpError, DumpError, DumpWarning, MemoryReadError, NotADumpError, SymbolError,
                       TextParseError, TruncatedDumpError, UnsupportedDumpError)
 from . import commands as C
-from ._util import (EXIT_BAD_INPUT, EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, CliError, Incomplete)
+from ._util import (EXIT_BAD_INPUT, EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, CliError, Incomplete,
+                    positive_int)
 
 __all__ = ["main", "build_parser", "COMMANDS", "EXIT_OK", "EXIT_INCOMPLETE", "EXIT_USAGE", "EXIT_BAD_INPUT"]
 
@@ -33,7 +34,8 @@ examples:
   dumpkit read MEMORY.DMP nt+0x1000 L40          like WinDbg's db
   dumpkit text analyze.txt --json                analyze pasted WinDbg output ("-" = stdin)
 
-exit codes: 0 ok, 1 analysis incomplete, 2 usage, 3 bad input file, 130 interrupted
+exit codes: 0 ok, 1 analysis incomplete (or the dump is cut short), 2 usage, 3 bad input file,
+            130 interrupted (docs/cli.md has the table)
 """
 
 
@@ -87,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("file", help="the dump (.dmp), or - for standard input")
     s.add_argument("--context", "-c", metavar="WHICH", default=None,
                    help="header, exception, prcb, trap_frame, ... or the address of a CONTEXT/KTRAP_FRAME")
-    s.add_argument("--max-frames", type=int, default=256, metavar="N", help="stop after N frames (256)")
+    s.add_argument("--max-frames", type=positive_int, default=256, metavar="N", help="stop after N frames (256)")
     _common(s, symbols=True)
 
     s = sub.add_parser("read", help="hexdump of virtual or physical memory (like db)",
@@ -100,13 +102,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--zero-fill", action="store_true", help="missing pages read as zeros (.ignore_missing_pages)")
     s.add_argument("--raw", action="store_true", help="write the bytes themselves to stdout")
     s.add_argument("--context", "-c", metavar="WHICH", default=None, help="context for @reg (default: header)")
-    _common(s, json=False)
+    _common(s)
 
     s = sub.add_parser("scan", help="stream over all physical pages: counts, zero pages, runs, speed",
                        description="Read every present physical page once (memory use stays flat on any size). "
                                    "A progress bar is drawn on a terminal (stderr), never in a pipe.")
     s.add_argument("file", help="the dump (.dmp), or - for standard input")
     s.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    s.add_argument("--ranges", action="store_true", help="triage dumps: list every captured range (default: a "
+                                                         "summary per kind)")
     _common(s)
 
     s = sub.add_parser("symbols", help="per module: which image and PDB were found where, and why not",
@@ -119,6 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("file", metavar="FILE|-", help="a text file, or - to read standard input")
     s.add_argument("--summary", action="store_true", help="a few lines: what crashed, who is to blame, what to do")
     s.add_argument("--extended", action="store_true", help="with --json: add frames, followup, notes, warnings")
+    s.add_argument("--logs", metavar="PATH", help="setup logs collected with the crash (folder, zip or one log): "
+                                                  "correlate them with the pasted text")
     _common(s)
 
     if C.logs_available():
@@ -126,8 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
         s = sub.add_parser("logs", help="summarize Windows setup logs (Panther, setupapi, SetupDiag)",
                            description="Read a folder or zip of Windows setup logs (or one log) and list the "
                                        "errors, rollback evidence and failed driver installs it finds.")
-        s.add_argument("path", help="a log file, a folder of logs or a zip")
-        _common(s, json=False)
+        s.add_argument("path", help="a log file, a folder of logs (read by content, recursively) or a zip")
+        _common(s)
     return p
 
 

@@ -80,3 +80,62 @@ def _gib(n: float) -> str:
     if n >= 1 << 30:
         return f"{n / (1 << 30):.1f} GiB"
     return f"{n / (1 << 20):.0f} MiB"
+
+
+class DownloadProgress:
+    """``symbols: downloading ntkrnlmp.pdb from msdl.microsoft.com (12 done, 3 unreachable, 14 s)`` on
+    stderr while symbol-server requests run, on a terminal only; erased when done.
+
+    A context manager: it listens to :data:`dumpkit.symbolize.store.FETCH_LISTENERS`."""
+
+    def __init__(self, stream: Optional[IO[str]] = None, enabled: Optional[bool] = None) -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        if enabled is None:
+            try:
+                enabled = bool(self.stream.isatty())
+            except (AttributeError, ValueError):
+                enabled = False
+        self.enabled = enabled
+        self.done = 0
+        self.failed = 0
+        self.start = time.perf_counter()
+        self._drawn = False
+
+    def __call__(self, event: str, url: str, name: str, status: str) -> None:
+        if event == "end":
+            self.done += 1
+            if status == "error":
+                self.failed += 1
+            return
+        if not self.enabled:
+            return
+        host = url.split("//", 1)[-1].split("/", 1)[0]
+        secs = time.perf_counter() - self.start
+        done = f"{self.done} done" + (f", {self.failed} unreachable" if self.failed else "")
+        line = f"symbols: {done}; downloading {name} from {host} ({secs:.0f} s; --offline skips servers)"
+        width = shutil.get_terminal_size((80, 20)).columns
+        try:
+            self.stream.write("\r" + line[: width - 1].ljust(width - 1))
+            self.stream.flush()
+            self._drawn = True
+        except (OSError, ValueError):
+            self.enabled = False
+
+    def __enter__(self) -> "DownloadProgress":
+        from ..symbolize.store import FETCH_LISTENERS
+        FETCH_LISTENERS.append(self)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        from ..symbolize.store import FETCH_LISTENERS
+        try:
+            FETCH_LISTENERS.remove(self)
+        except ValueError:
+            pass
+        if self._drawn:
+            width = shutil.get_terminal_size((80, 20)).columns
+            try:
+                self.stream.write("\r" + " " * (width - 1) + "\r")
+                self.stream.flush()
+            except (OSError, ValueError):
+                pass

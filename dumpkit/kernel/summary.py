@@ -89,7 +89,7 @@ class Summary:
         lines = [
             f"Dump          {self.path} ({self.dump_type}, DumpType {self.dump_type_code}, written by {self.writer})",
             f"Target        Windows {self.machine} build {self.os_build} {self.product_name or ''}".rstrip()
-            + (f", {self.processors} processors" if self.processors else ""),
+            + (f", {self.processors} processor{'' if self.processors == 1 else 's'}" if self.processors else ""),
             f"Crash time    {self.crash_time.isoformat() if self.crash_time else 'unknown'}",
             f"System uptime {_fmt_uptime(self.uptime_seconds)}",
             f"Bugcheck      {bc} ({ps})" + (f"  {self.bugcheck_name}" if self.bugcheck_name else ""),

@@ -28,6 +28,7 @@ from ..errors import TextParseError
 from .panther import PantherLog, parse_panther
 from .setupapi import SetupApiLog, parse_setupapi
 from .setupdiag import SetupDiagResult, SetupIni, parse_setup_ini, parse_setupdiag
+from .sniff import SNIFF_BYTES, sniff_content
 
 MAX_MEMBERS = 20_000                 #: files looked at in one bundle
 MAX_MEMBER_BYTES = 2 << 30           #: uncompressed bytes read from one log (2 GiB)
@@ -83,6 +84,17 @@ class BundleFile:
     size: Optional[int] = None
     parsed: Optional[Parsed] = None
     problem: str = ""
+    how: str = "name"    # how the kind was decided: 'content' (what the file holds) or 'name'
+    note: str = ""       # what the content looked like, or why the file was skipped
+
+    @property
+    def status(self) -> str:
+        """'read', 'failed' (a parser gave up on it), 'dump' or 'skipped'."""
+        if self.parsed is not None:
+            return "read"
+        if self.kind == "dump":
+            return "dump"
+        return "failed" if self.problem else "skipped"
 
     def __repr__(self) -> str:
         what = repr(self.parsed) if self.parsed is not None else (self.problem or "not parsed")
@@ -209,6 +221,22 @@ def sniff_log_kind(sample: bytes) -> str:
     return "other"
 
 
+def _by_content(bf: "BundleFile", head: bytes) -> None:
+    """Decide ``bf.kind`` from what the file holds (collection tools rename files); the name
+    decides only when the content says nothing either way."""
+    sn = sniff_content(head)
+    bf.note = sn.why
+    if sn.is_log or sn.kind == "dump":
+        bf.how = "content"
+        bf.kind = sn.kind
+        bf.phase = bf.phase or sn.phase
+        return
+    if bf.kind in _PARSERS and sn.why not in ("empty file", "binary data, not a text log", "only blank text"):
+        bf.note = f"read by its name ({sn.why})"
+        return
+    bf.kind = sn.kind if sn.kind in ("archive", "evtx") else "other"
+
+
 def _dump_kind(path: str) -> str:
     base = path.replace("\\", "/").lower().rsplit("/", 1)[-1]
     if base == "memory.dmp":
@@ -321,6 +349,15 @@ def _open_folder(root: str, bundle: LogBundle, limits: Dict[str, int]) -> None:
                 size = None
             bf = BundleFile(rel, kind, phase, size)
             bundle.files.append(bf)
+            try:
+                with open(full, "rb") as f:
+                    head = f.read(SNIFF_BYTES)
+            except OSError as e:
+                head = None
+                bf.note = f"unreadable: {e.strerror or e}"
+            if head is not None:
+                _by_content(bf, head)
+            kind = bf.kind
             if kind == "dump":
                 head = b""
                 try:
@@ -333,6 +370,7 @@ def _open_folder(root: str, bundle: LogBundle, limits: Dict[str, int]) -> None:
             if kind not in _PARSERS:
                 continue
             if total >= limits["max_total"]:
+                bf.note = "bundle byte budget used up; not parsed"
                 bundle.problems.append(BundleProblem(rel, "too-large", "bundle byte budget used up; not parsed"))
                 continue
             try:
@@ -385,6 +423,13 @@ def _zip_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, bundle: LogBundle, l
     kind, phase = classify_path(norm)
     bf = BundleFile(norm, kind, phase, info.file_size)
     bundle.files.append(bf)
+    if kind != "dump" and not (info.flag_bits & 0x1):
+        try:
+            with zf.open(info) as f:
+                _by_content(bf, f.read(SNIFF_BYTES))
+        except Exception:  # noqa: BLE001 - damage is reported when the member is read for parsing
+            pass
+        kind = bf.kind
     if kind == "dump":
         head = b""
         try:
@@ -611,17 +656,18 @@ def open_bundle(path: Union[str, "os.PathLike[str]", bytes], *, max_members: int
             if head != _LOCAL_SIG and not zipfile.is_zipfile(f):
                 # a single log handed in directly: treat it as a one-file bundle
                 kind, phase = classify_path(os.path.basename(p))
-                if kind == "other":
-                    f.seek(0)
-                    kind = sniff_log_kind(f.read(64 << 10))
                 bundle.is_zip = False
                 bf = BundleFile(os.path.basename(p), kind, phase, size)
                 bundle.files.append(bf)
-                if kind in _PARSERS:
-                    f.seek(0)
+                f.seek(0)
+                sample = f.read(SNIFF_BYTES)
+                _by_content(bf, sample)
+                if bf.kind in _PARSERS:
                     _parse_member(bundle, bf, open(p, "rb"), max_member_bytes)  # noqa: SIM115
+                elif bf.kind == "dump":
+                    bundle.dumps.append(DumpFile(p, size, _dump_kind(bf.path), _signature(sample[:8]), phase == "rollback"))
                 else:
-                    bundle.problems.append(BundleProblem(bf.path, "skipped", "not a zip and not a known log name"))
+                    bundle.problems.append(BundleProblem(bf.path, "skipped", bf.note or "not a setup log"))
                 return bundle
             f.seek(0)
             with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:

@@ -180,6 +180,85 @@ class LogFindings:
     first_time: Optional[datetime] = None
     last_time: Optional[datetime] = None
     errors_dropped: int = 0
+    inventory: List[BundleFile] = field(default_factory=list)   # every file looked at: read as what, or why not
+    sources: List[str] = field(default_factory=list)            # the folders/zips/files handed in
+
+    @property
+    def read_files(self) -> List[BundleFile]:
+        return [b for b in self.inventory if b.parsed is not None]
+
+    @property
+    def skipped_files(self) -> List[BundleFile]:
+        return [b for b in self.inventory if b.parsed is None]
+
+    def to_json(self) -> dict:
+        """The ``dumpkit logs --json`` document (docs/json-schema.md; ``schema_version`` is added by
+        the caller so the version lives in one place, :mod:`dumpkit.schemas`)."""
+        def t(x: Optional[datetime]) -> Optional[str]:
+            return None if x is None else x.isoformat()
+
+        def info(i: Optional[ErrorCodeInfo]) -> Optional[dict]:
+            return None if i is None else {"code": f"0x{i.code:x}", "name": i.name, "meaning": i.meaning,
+                                           "advice": i.advice or None}
+        rb = self.rollback
+        return {
+            "sources": list(self.sources),
+            "files": [{"path": b.path, "kind": b.kind, "phase": b.phase or None, "size": b.size, "how": b.how,
+                       "status": b.status, "note": b.note or None, "problem": b.problem or None}
+                      for b in self.inventory],
+            "time_range": None if not self.time_range else {"first": t(self.first_time), "last": t(self.last_time)},
+            "setupapi_failures": [{
+                "file": x.file, "phase": x.phase or None, "section": x.section.label, "time": t(x.time),
+                "exit_code": None if x.exit_code is None else f"0x{x.exit_code:08x}",
+                "first_line": x.section.first_line, "last_line": x.section.last_line,
+                "services": list(x.services), "explanation": info(x.explanation)} for x in self.setupapi_failures],
+            "errors": [{
+                "file": e.file, "phase": e.phase or None, "line": e.entry.line, "time": t(e.time),
+                "who": e.who or None, "message": e.entry.message,
+                "codes": [f"0x{c:x}" for c in e.entry.codes], "explanations": [info(i) for i in e.explanations]}
+                for e in self.errors],
+            "errors_dropped": self.errors_dropped,
+            "missing_paths": [{"path": m.path, "who": m.who or None, "code": f"0x{m.code:x}", "file": m.file,
+                               "time": t(m.time), "driver_path": m.is_driver_path} for m in self.missing_paths],
+            "rollback": {
+                "present": rb.present,
+                "crashes": [{"file": f, "time": t(c.time), "code": f"0x{c.code:x}", "module": c.module or None,
+                             "parameters": [f"0x{p:x}" for p in c.parameters]} for f, c in rb.crashes],
+                "current_phase": rb.current_phase or None,
+                "results": [{"file": f, "result": f"0x{r.result:x}", "text": str(r)} for f, r in rb.results],
+                "dumps": [d.path for d in rb.dumps], "files": list(rb.files)},
+            "setupdiag": [{"profile": sd.profile or None, "matched": sd.matched, "version": sd.version or None,
+                           "last_phase": sd.last_phase or None, "last_operation": sd.last_operation or None,
+                           "error": None if sd.error is None else str(sd.error), "failure": list(sd.failure)}
+                          for sd in self.setupdiag],
+            "dumps": [{"path": d.path, "kind": d.kind, "signature": d.signature or None, "size": d.size,
+                       "in_rollback": d.in_rollback} for d in self.dumps],
+            "problems": [{"member": p.member or None, "kind": p.kind, "detail": p.detail} for p in self.problems],
+        }
+
+    def render_inventory(self, limit: int = 200) -> str:
+        """Which files were read as what, which were skipped and why (the first lines of :meth:`render`)."""
+        if not self.inventory:
+            where = ", ".join(self.sources) or "the input"
+            return f"No files in {where}: the folder is empty." if self.sources else "No log files were given."
+        read, skipped = self.read_files, self.skipped_files
+        src = f" in {', '.join(self.sources)}" if self.sources else ""
+        out = [f"Read {len(read)} of {len(self.inventory)} file{'s' if len(self.inventory) != 1 else ''}{src}:"]
+        for b in read[:limit]:
+            how = "by content" if b.how == "content" else "by name"
+            ph = f", {b.phase}" if b.phase else ""
+            out.append(f"  {b.path}: {b.kind}{ph} ({how}: {b.note})" if b.note else f"  {b.path}: {b.kind}{ph} ({how})")
+        if skipped:
+            out.append(f"Skipped {len(skipped)}:")
+            for b in skipped[:limit]:
+                why = b.problem or b.note or ("a crash dump (give it to 'dumpkit analyze')" if b.kind == "dump"
+                                              else "not a setup log")
+                if b.kind == "dump":
+                    why = f"a crash dump: analyse it with 'dumpkit analyze' ({b.note})" if b.note else why
+                out.append(f"  {b.path}: {why}")
+        if len(read) > limit or len(skipped) > limit:
+            out.append(f"  ... (only the first {limit} of each are listed)")
+        return "\n".join(out)
 
     @property
     def time_range(self) -> Optional[Tuple[datetime, datetime]]:
@@ -202,7 +281,7 @@ class LogFindings:
 
     def render(self) -> str:
         """A plain-text report of the findings."""
-        out: List[str] = []
+        out: List[str] = [self.render_inventory(), ""] if (self.inventory or self.sources) else []
         if self.time_range:
             a, b = self.time_range
             out.append(f"Logs cover {a:%Y-%m-%d %H:%M:%S} .. {b:%Y-%m-%d %H:%M:%S} (local time of the machine)")
@@ -232,10 +311,15 @@ class LogFindings:
                        + (f", last phase {sd.last_phase}" if sd.last_phase else ""))
         if self.dumps:
             out.append("\nDumps: " + ", ".join(f"{d.path} [{d.kind}]" for d in self.dumps))
-        if self.problems:
+        problems = [p for p in self.problems if p.kind != "skipped"]
+        if problems:
             out.append("\nBundle problems:")
-            out += [f"  {p}" for p in self.problems]
-        return "\n".join(out).strip() or "No setup-log findings."
+            out += [f"  {p}" for p in problems]
+        text = "\n".join(out).strip()
+        if self.read_files and not (self.setupapi_failures or self.errors or self.missing_paths
+                                    or self.rollback.present or self.setupdiag or problems):
+            text += "\n\nNo errors, failed driver installs or rollback evidence in the files read."
+        return text or "No setup-log findings."
 
     def __repr__(self) -> str:
         rng = ""
@@ -278,6 +362,9 @@ class _Collector:
         f = self.f
         if isinstance(obj, LogBundle):
             f.problems += obj.problems
+            f.inventory += obj.files
+            if obj.source not in f.sources:
+                f.sources.append(obj.source)
             for bf in obj.files:
                 if bf.phase == "rollback" and len(f.rollback.files) < 1000:
                     f.rollback.files.append(bf.path)

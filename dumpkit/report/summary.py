@@ -11,6 +11,29 @@ def _wrap(prefix: str, text: str, width: int = 100) -> List[str]:
     return textwrap.wrap(text, width=width, initial_indent=prefix, subsequent_indent=" " * len(prefix)) or [prefix]
 
 
+def _when(a: Any) -> str:
+    """``2024-03-14 15:09:26 UTC, up 0:10:00, build 19041`` from whatever is known."""
+    parts = []
+    t = getattr(a, "crash_time", None)
+    if t is not None:
+        off = t.utcoffset()
+        zone = "UTC" if off is not None and not off else (t.strftime("UTC%z") if off is not None else "local time")
+        parts.append(f"{t:%Y-%m-%d %H:%M:%S} {zone}")
+    elif getattr(a, "debug_session_time", None):
+        parts.append(str(a.debug_session_time))
+    up = getattr(a, "uptime", None)
+    if up is not None:
+        secs = up.total_seconds()
+        parts.append(f"up {int(secs // 86400)} days {int(secs % 86400 // 3600)}:{int(secs % 3600 // 60):02d}:"
+                     f"{secs % 60:06.3f}" if secs >= 86400 else f"up {int(secs // 3600)}:{int(secs % 3600 // 60):02d}:"
+                     f"{secs % 60:06.3f}")
+    elif getattr(a, "system_uptime", None):
+        parts.append(f"up {a.system_uptime}")
+    if getattr(a, "os_build", None):
+        parts.append(f"build {a.os_build}")
+    return ", ".join(parts)
+
+
 def render_summary(a: Any, width: int = 100) -> str:
     """Plain-text summary of an Analysis (a few paragraphs, no WinDbg jargon beyond the bucket)."""
     lines: List[str] = []
@@ -21,6 +44,9 @@ def render_summary(a: Any, width: int = 100) -> str:
     else:
         bc = "unknown bug check (not in the input)"
     lines += _wrap("Crash:    ", bc, width)
+    when = _when(a)
+    if when:
+        lines += _wrap("Time:     ", when, width)
     if a.fault is not None and a.fault.explanation:
         lines += _wrap("What:     ", a.fault.explanation, width)
     if a.load_context:

@@ -44,6 +44,19 @@ from .server import DEFAULT_MAX_BYTES, NegativeCache, SymbolServer, network_disa
 PDB, IMAGE = "pdb", "image"
 
 
+#: callables told about each symbol-server request: ``fn(event, url, name, status)`` with event
+#: 'start' (status "") or 'end' (status as in :class:`FetchResult`); the CLI draws its progress line with it
+FETCH_LISTENERS: List[Callable[[str, str, str, str], None]] = []
+
+
+def _notify(event: str, url: str, name: str, status: str) -> None:
+    for fn in list(FETCH_LISTENERS):
+        try:
+            fn(event, url, name, status)
+        except Exception:  # noqa: BLE001 - a progress display must never break a symbol search
+            pass
+
+
 @dataclass
 class Attempt:
     """One step of a symbol search: what was tried where, and how it ended."""
@@ -283,11 +296,14 @@ class ChainEntry:
                     return _propagate(found, req, downstream[1:] if dest else [])
                 continue
             # a server
+            _notify("start", st.url, req.name, "")
             try:
                 res = st.fetch(req.name, req.key, req.kind)
             except SymbolError as exc:
                 req.log(st.url, "error", exc.message)
+                _notify("end", st.url, req.name, "error")
                 continue
+            _notify("end", st.url, req.name, res.status)
             for line in res.requests:
                 req.attempts.append(Attempt(req.kind, req.name, req.key, st.url, "request", line))
             if res.data is None:
