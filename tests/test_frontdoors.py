@@ -234,3 +234,55 @@ def test_symbols_counts_read_as_words():
     p = dk("symbols", shared_path("dumps", "triage_x64.dmp"))
     last = [ln for ln in p.out.splitlines() if ln.startswith("151 modules")][0]
     assert last == "151 modules: 151 no symbols (module+offset)"
+
+
+# ---------------------------------------------------------------------------- the user's knowledge base
+IN_HOUSE = '''schema = 1
+
+[[module]]
+file = "lwfmgr.sys"
+vendor = "Contoso Bank IT (in-house)"
+product = "branch terminal traffic filter"
+category = "NDIS lightweight filter"
+role = "culprit"
+in_box = false
+service = "lwfmgr"
+notes = "Installed by the terminal image."
+remediation = ["Install lwfmgr 3.2 from the terminal-software share."]
+'''
+
+
+def test_user_kb_overlay_cli_env_and_api(tmp_path, monkeypatch):
+    from dumpkit.analysis.kb import KnowledgeBase, KnowledgeBaseError
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    (kb / "modules.toml").write_text(IN_HOUSE)
+    # the shipped record says 'terminal-management software'; the user's replaces it
+    shipped = KnowledgeBase.load(overlays=())
+    assert "Contoso" not in (shipped.module("lwfmgr.sys").vendor or "")
+    mine = KnowledgeBase.load(overlays=[kb])
+    assert mine.module("lwfmgr.sys").vendor == "Contoso Bank IT (in-house)" and mine.overlays
+    assert mine.module("ndis.sys") == shipped.module("ndis.sys")          # the rest is the shipped KB
+    p = dk("analyze", SAMPLE, "--summary", "--kb", kb)
+    assert p.returncode == 0, p.err
+    assert "Contoso Bank IT (in-house)" in p.out and "Install lwfmgr 3.2" in p.out
+    p = dk("analyze", SAMPLE, "--summary", env={"DUMPKIT_KB_PATH": str(kb)})
+    assert "Contoso Bank IT (in-house)" in p.out
+    # a triage rule of one's own: never blame lwfmgr -> the followup moves past it
+    (kb / "triage.toml").write_text('schema = 1\nrules = [ { match = "lwfmgr!*", owner = "ignore", '
+                                    'why = "test: in-house filter is never the followup" } ]\n')
+    doc = json.loads(dk("analyze", SAMPLE, "--json", "--kb", kb).out)
+    assert doc["module_name"] != "lwfmgr"
+    # mistakes are the same errors as in the shipped files, naming the user's file
+    (kb / "modules.toml").write_text(IN_HOUSE.replace('role = "culprit"', 'role = "villain"'))
+    with pytest.raises(KnowledgeBaseError) as ei:
+        KnowledgeBase.load(overlays=[kb])
+    assert "modules.toml" in str(ei.value) and "role must be 'victim' or 'culprit'" in str(ei.value)
+    p = dk("analyze", SAMPLE, "--kb", kb)
+    assert_clean_error(p, 3)
+    assert str(kb / "modules.toml") in p.err
+    p = dk("analyze", SAMPLE, "--kb", tmp_path / "nope")
+    assert_clean_error(p, 2)
+    monkeypatch.setenv("DUMPKIT_KB_PATH", str(tmp_path / "nope"))
+    with pytest.raises(KnowledgeBaseError):
+        KnowledgeBase.load()

@@ -780,6 +780,7 @@ class KnowledgeBase:
         self._rules: Any = rules
         self.source = source
         self._patterns_list: Optional[List[Tuple[str, ModuleRecord]]] = None
+        self.overlays: List[str] = []          # user files merged over the shipped ones (DUMPKIT_KB_PATH, --kb)
 
     @property
     def modules(self) -> Mapping[str, ModuleRecord]:
@@ -811,28 +812,42 @@ class KnowledgeBase:
         return self._patterns_list
 
     @classmethod
-    def load(cls, directory: Optional[Union[str, Path]] = None, *, reload: bool = False) -> "KnowledgeBase":
+    def load(cls, directory: Optional[Union[str, Path]] = None, *, reload: bool = False,
+             overlays: Optional[Sequence[Union[str, Path]]] = None) -> "KnowledgeBase":
         """Load the four files (from ``directory`` or the shipped KB); cached per directory.
 
         A ``directory`` given here is validated whole now.  The shipped knowledge base (which
         the test suite validates whole) is read lazily: a bug check entry is built when it is
         first looked up, modules.toml and triage.toml when a module or rule is first asked
         for, so naming one bug check costs a JSON parse, not the whole catalog.
+
+        The user's own module records and triage rules are merged over them: the folders in
+        ``$DUMPKIT_KB_PATH`` (``os.pathsep``-separated) and then ``overlays`` (``--kb DIR``), see
+        :mod:`dumpkit.analysis.kb_overlay`; with overlays the modules and rules are read and
+        validated at once, so a mistake in the user's files is reported here.
         """
+        from .kb_overlay import load_overlays, overlay_dirs, overlay_key
         shipped = directory is None
         base = Path(directory) if directory is not None else kb_file("bugchecks.json").parent
-        key = str(base.resolve())
+        dirs = overlay_dirs([str(o) for o in overlays or ()])
+        key = str(base.resolve()) + (repr(overlay_key(dirs)) if dirs else "")
         with cls._lock:
             if not reload and key in cls._cache:
                 return cls._cache[key]
             subtypes = _load_subtypes(base / "bugcheck_subtypes.json", lazy=shipped)
             bugchecks = _load_bugchecks(base / "bugchecks.json", subtypes, base / "bugcheck_subtypes.json",
                                         lazy=shipped)
-            if shipped:
+            applied: List[str] = []
+            if dirs:
+                modules, rules, applied = load_overlays(_load_modules(base / "modules.toml"),
+                                                        _load_rules(base / "triage.toml"), dirs)
+                kb = cls(bugchecks, modules, rules, base)  # type: ignore[arg-type]
+            elif shipped:
                 kb = cls(bugchecks, lambda: _load_modules(base / "modules.toml"),
                          lambda: _load_rules(base / "triage.toml"), base)
             else:
                 kb = cls(bugchecks, _load_modules(base / "modules.toml"), _load_rules(base / "triage.toml"), base)
+            kb.overlays = applied
             cls._cache[key] = kb
             return kb
 
@@ -873,4 +888,5 @@ class KnowledgeBase:
     def __repr__(self) -> str:
         n_mod = len({id(m) for m in self.modules.values()})
         return (f"<KnowledgeBase {len(self.bugchecks)} bug checks, {n_mod} modules, "
-                f"{len(self.rules)} triage rules from {self.source}>")
+                f"{len(self.rules)} triage rules from {self.source}"
+                + (f" + {len(self.overlays)} user file(s)" if self.overlays else "") + ">")

@@ -57,6 +57,12 @@ def _common(p: argparse.ArgumentParser, *, json: bool = True, symbols: bool = Fa
                    help="show tracebacks and warnings")
 
 
+def _kb_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--kb", metavar="DIR", action="append", default=[],
+                   help="your own modules.toml / triage.toml, merged over the shipped knowledge base "
+                        "(also $DUMPKIT_KB_PATH; repeatable)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .. import __version__
     p = _Parser(prog="dumpkit", description="Windows kernel crash-dump triage: read, walk, symbolize, classify.",
@@ -73,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--extended", action="store_true", help="with --json: add frames, followup, notes, warnings")
     s.add_argument("--logs", metavar="PATH", help="setup logs collected with the dump (folder, zip or one log): "
                                                   "correlate them with the crash")
+    _kb_option(s)
     _common(s, symbols=True)
 
     s = sub.add_parser("info", help="header, bugcheck and times of a dump")
@@ -125,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--extended", action="store_true", help="with --json: add frames, followup, notes, warnings")
     s.add_argument("--logs", metavar="PATH", help="setup logs collected with the crash (folder, zip or one log): "
                                                   "correlate them with the pasted text")
+    _kb_option(s)
     _common(s)
 
     if C.logs_available():
@@ -224,6 +232,15 @@ def main(argv: Optional[List[str]] = None) -> int:
         if not args.command:
             parser.print_help(sys.stderr)
             return EXIT_USAGE
+        for kb_dir in getattr(args, "kb", None) or ():
+            if not os.path.isdir(kb_dir):
+                raise CliError(f"--kb {kb_dir}: no such folder",
+                               hint="give a folder holding modules.toml and/or triage.toml (docs/knowledge-base.md)")
+            from ..analysis.kb_overlay import SESSION_DIRS
+            SESSION_DIRS.append(kb_dir)
+        if hasattr(args, "kb") and (args.kb or os.environ.get("DUMPKIT_KB_PATH", "").strip()):
+            from ..analysis.kb import KnowledgeBase
+            KnowledgeBase.load()          # the user's files are checked first: a mistake is one clear error (exit 3)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always" if debug else "default", DumpWarning)
             try:

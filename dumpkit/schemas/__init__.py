@@ -52,8 +52,15 @@ def schema(name: str) -> Dict[str, Any]:
 
 def validate(doc: Any, name: str) -> None:
     """Raise ``jsonschema.ValidationError`` when ``doc`` does not follow schema ``name``
-    (needs the ``jsonschema`` package)."""
+    (needs the ``jsonschema`` package; schemas refer to each other by file name)."""
     import jsonschema
+    from referencing import Registry, Resource
+    resources = []
+    for n in schema_names():
+        s = schema(n)
+        resources.append((s["$id"], Resource.from_contents(s)))
+    registry = Registry().with_resources(resources)
     s = schema(name)
     jsonschema.Draft202012Validator.check_schema(s)
-    jsonschema.Draft202012Validator(s).validate(doc)
+    jsonschema.Draft202012Validator(s, registry=registry,
+                                    format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER).validate(doc)
