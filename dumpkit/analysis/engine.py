@@ -37,7 +37,8 @@ from dumpkit.schemas import SCHEMA_VERSION  # noqa: E402 - one version for every
 _TRAP_HANDLERS = ("KiPageFault", "KiGeneralProtectionFault", "KiRaiseSecurityCheckFailure", "KiBreakpointTrap",
                   "KiDivideErrorFault", "KiInvalidOpcodeFault", "KiDebugTrapOrFault", "KiDoubleFaultAbort",
                   "KiStackFault", "KiSegmentNotPresentFault", "KiAlignmentFault", "KiXmmException",
-                  "KiFloatingErrorFault", "KiRaiseAssertion")
+                  "KiFloatingErrorFault", "KiRaiseAssertion",
+                  "KiTrap", "CommonDispatchException")       # x86: KiTrap00..KiTrap13 and their dispatcher
 _BUGCHECK_FRAMES = ("KeBugCheck", "KiBugCheckDispatch", "KiBugCheckDebugBreak", "DbgBreakPointWithStatus")
 _LOAD_FRAMES = {
     "IopInitializeBootDrivers": "boot-start driver loading (IopInitializeBootDrivers, early boot)",

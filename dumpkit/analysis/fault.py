@@ -48,6 +48,8 @@ for _n in range(8, 16):
     for _suf in ("", "d", "w", "b"):
         _FULL_REG[f"r{_n}{_suf}"] = f"r{_n}"
 _FULL_REG.update({"rip": "rip", "eip": "rip", "sil": "rsi", "dil": "rdi", "bpl": "rbp", "spl": "rsp"})
+# and back to the x86 names, for messages about a 32-bit crash
+_X86_NAME = {"r" + _r: "e" + _r for _r in ("ax", "bx", "cx", "dx", "si", "di", "bp", "sp", "ip")}
 
 
 @dataclass
@@ -103,25 +105,30 @@ class DecodedInstruction:
         return "lock" in self.prefixes or self.mnemonic.startswith("lock ")
 
 
-_CS: Any = None
+_CS: Dict[int, Any] = {}
+USER_LIMIT32 = 0x8000_0000          # x86: MmSystemRangeStart without /3GB
 
 
-def _capstone() -> Any:
-    global _CS
-    if _CS is None:
+def _capstone(bits: int = 64) -> Any:
+    cs = _CS.get(bits)
+    if cs is None:
         import capstone
-        cs = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
+        cs = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_32 if bits == 32 else capstone.CS_MODE_64)
         cs.detail = True
-        _CS = cs
-    return _CS
+        _CS[bits] = cs
+    return cs
 
 
-def decode_instruction(code: bytes, address: int = 0, arch: str = "x64") -> Optional[DecodedInstruction]:
-    """Decode the first instruction of ``code`` with capstone (x64 by default; ``arch`` names
-    another architecture, whose ``dumpkit.arch.<arch>.fault`` module decodes it); None if undecodable."""
+def decode_instruction(code: bytes, address: int = 0, arch: str = "x64",
+                       bits: Optional[int] = None) -> Optional[DecodedInstruction]:
+    """Decode the first instruction of ``code`` with capstone: x64 by default, x86 (32-bit mode)
+    for ``arch='x86'`` or ``bits=32``; another ``arch`` is decoded by its
+    ``dumpkit.arch.<arch>.fault`` module.  None if undecodable."""
     if not code:
         return None
-    if arch != "x64":
+    if bits is None:
+        bits = 32 if arch == "x86" else 64
+    if arch not in ("x64", "x86"):
         try:
             from ..arch import by_name
             return by_name(arch).part("fault").decode_instruction(code, address)
@@ -130,8 +137,9 @@ def decode_instruction(code: bytes, address: int = 0, arch: str = "x64") -> Opti
     try:
         import capstone
         from capstone import x86_const as X
-        cs = _capstone()
-        insn = next(cs.disasm(bytes(code[:16]), address & 0xFFFFFFFFFFFFFFFF, 1), None)
+        cs = _capstone(bits)
+        insn = next(cs.disasm(bytes(code[:16]), address & (0xFFFFFFFF if bits == 32 else 0xFFFFFFFFFFFFFFFF), 1),
+                    None)
     except (ImportError, StopIteration):
         return None
     except Exception:  # capstone raises CsError on odd input
@@ -183,13 +191,15 @@ def is_canonical(addr: int) -> bool:
     return top == 0 or top == 0x1FFFF
 
 
-def classify_address(addr: int) -> str:
-    """'null', 'near_null', 'non_canonical', 'user', 'kernel'."""
+def classify_address(addr: int, bits: int = 64) -> str:
+    """'null', 'near_null', 'non_canonical', 'user', 'kernel' (``bits=32``: the x86 split at 0x80000000)."""
     a = addr & 0xFFFFFFFFFFFFFFFF
     if a == 0:
         return "null"
     if a < NULL_PAGE_LIMIT:
         return "near_null"
+    if bits == 32:
+        return "user" if a < USER_LIMIT32 else "kernel"
     if not is_canonical(a):
         return "non_canonical"
     if a < USER_LIMIT:
@@ -270,7 +280,7 @@ def explain_fault(*, bugcheck_code: Optional[int] = None, parameters: Sequence[i
                   instruction_bytes: Optional[bytes] = None, ip: Optional[int] = None,
                   disasm: Any = None, symbol: Optional[str] = None, irql: Optional[int] = None,
                   exception: Optional[Mapping[str, Any]] = None, ip_in_paged_code: Optional[bool] = None,
-                  region: Optional[str] = None) -> FaultInfo:
+                  region: Optional[str] = None, bits: Optional[int] = None) -> FaultInfo:
     """Explain the fault from whatever is known (every argument is optional).
 
     ``context``: a :class:`dumpkit.model.Context` (its ``valid`` set tells which registers
@@ -282,6 +292,9 @@ def explain_fault(*, bugcheck_code: Optional[int] = None, parameters: Sequence[i
     ``null_deref``, ``near_null_deref``, ``non_canonical``, ``user_address``,
     ``paged_at_raised_irql``, ``invalid_kernel_address``, ``null_ip``, ``paged_ip``,
     ``bad_ip``, ``security_check``, ``access_violation`` (address unknown), ``unknown``.
+
+    ``bits``: 32 for an x86 crash (decoded in 32-bit mode, user space below 0x80000000);
+    by default taken from the context (an x86 context, or ``eip`` without ``rip``).
     """
     p = list(parameters)[:4]
     p += [0] * (4 - len(p))
@@ -293,6 +306,12 @@ def explain_fault(*, bugcheck_code: Optional[int] = None, parameters: Sequence[i
     if context is not None:
         regs = dict(getattr(context, "regs", {}) or {})
         valid = set(getattr(context, "valid", set(regs)) or set())
+    if bits is None:
+        bits = 32 if getattr(context, "arch", None) == "x86" or ("eip" in regs and "rip" not in regs) else 64
+    if bits == 32:
+        # the operand logic below works on 64-bit register names: view eax.. as rax..
+        regs = {_FULL_REG.get(k, k): v for k, v in regs.items()}
+        valid = {_FULL_REG.get(k, k) for k in valid}
 
     # --- the IP ------------------------------------------------------------------------------
     if ip is None and disasm is not None:
@@ -321,7 +340,8 @@ def explain_fault(*, bugcheck_code: Optional[int] = None, parameters: Sequence[i
         fi.sources.append("opcode bytes from the WinDbg disassembly line")
     elif code is not None:
         fi.sources.append("instruction bytes at the faulting IP")
-    dec = decode_instruction(code, ip or 0, getattr(context, "arch", "x64") or "x64") if code else None
+    arch_name = "x86" if bits == 32 else (getattr(context, "arch", "x64") or "x64")
+    dec = decode_instruction(code, ip or 0, arch_name, bits) if code else None
     if dec is not None:
         fi.instruction = dec.text if not dec.locked else f"lock {dec.text}"
     elif disasm is not None:
@@ -373,9 +393,10 @@ def explain_fault(*, bugcheck_code: Optional[int] = None, parameters: Sequence[i
 
     # --- the register that held the pointer ---------------------------------------------------------
     if mem is not None and mem.base and mem.base not in ("rip", "eip"):
-        fi.register = _FULL_REG.get(mem.base, mem.base)
-        if fi.register in regs:
-            fi.register_value = regs[fi.register]
+        full = _FULL_REG.get(mem.base, mem.base)
+        fi.register = _X86_NAME.get(full, full) if bits == 32 else full
+        if full in regs:
+            fi.register_value = regs[full]
         elif address is not None and mem.index is None:
             fi.register_value = (address - mem.disp) & 0xFFFFFFFFFFFFFFFF
             fi.details.append(f"{fi.register} = {fi.register_value:#x}, worked back from the effective address "
@@ -384,15 +405,17 @@ def explain_fault(*, bugcheck_code: Optional[int] = None, parameters: Sequence[i
             fi.details.append(f"{fi.register} is not saved in a trap frame: its value there may be stale; "
                               f"the address reported by the bug check is used")
     elif mem is not None and mem.index:
-        fi.register = _FULL_REG.get(mem.index, mem.index)
+        full = _FULL_REG.get(mem.index, mem.index)
+        fi.register = _X86_NAME.get(full, full) if bits == 32 else full
 
-    _classify(fi, b, p, dec, mem, gp, ip_in_paged_code, computed)
+    _classify(fi, b, p, dec, mem, gp, ip_in_paged_code, computed, bits)
     fi.explanation = _explain(fi, b, p, dec, mem, gp)
     return fi
 
 
 def _classify(fi: FaultInfo, b: Optional[int], p: Sequence[int], dec: Optional[DecodedInstruction],
-              mem: Optional[MemoryOperand], gp: bool, paged_ip: Optional[bool], computed: Optional[int]) -> None:
+              mem: Optional[MemoryOperand], gp: bool, paged_ip: Optional[bool], computed: Optional[int],
+              bits: int = 64) -> None:
     if b == 0x139 or (dec is not None and dec.mnemonic == "int" and dec.op_str.strip().lower() in ("0x29", "29h")):
         fi.kind = "security_check"
         return
@@ -415,7 +438,7 @@ def _classify(fi: FaultInfo, b: Optional[int], p: Sequence[int], dec: Optional[D
         fi.kind = "access_violation" if (b in PAGE_FAULT_CODES or b in (0x1E, 0x7E, 0x8E, 0x3B) or fi.instruction
                                          ) else "unknown"
         return
-    cls = classify_address(addr)
+    cls = classify_address(addr, bits)
     lockish = (dec is not None and dec.locked) or any(k in (fi.symbol or "") for k in _LOCK_FUNCS)
     if cls in ("null", "near_null") and lockish:
         fi.kind = "null_lock"

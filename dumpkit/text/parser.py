@@ -449,7 +449,14 @@ def _flush_regs(pt: ParsedText, st: _State) -> None:
         # a KTRAP_FRAME saves only the volatile registers (plus rbp/rsp/rip): the rest may be stale
         valid = [r for r in regs if r in ("rax", "rcx", "rdx", "r8", "r9", "r10", "r11", "rbp", "rsp", "rip",
                                           "efl", "cs", "ss", "ds", "es", "fs", "gs")]
-    ctx = Context(regs, source=f"text:{tag}", valid=valid)
+    if "eip" in regs and "rip" not in regs:
+        # an x86 register dump: a KTRAP_FRAME (x86) saves every integer register
+        from ..arch.x86.context import X86Context
+        if "efl" in regs:
+            regs["eflags"] = regs.pop("efl")
+        ctx: Context = X86Context(regs, source=f"text:{tag}")
+    else:
+        ctx = Context(regs, source=f"text:{tag}", valid=valid)
     addr_field = {"TRAP_FRAME": "TRAP_FRAME", ".trap": "TRAP_FRAME", "CONTEXT": "CONTEXT", ".cxr": "CONTEXT"}.get(tag)
     if addr_field and addr_field in pt.fields:
         ctx.address = _field_address(pt.fields[addr_field])
@@ -578,7 +585,7 @@ def _pick_context(pt: ParsedText) -> Optional[Context]:
     fi = pt.faulting_instruction
     if fi is not None:
         for name, ctx in pt.contexts.items():
-            if ctx.get("rip") == fi.address:
+            if ctx.get("rip", ctx.get("eip")) == fi.address:
                 return ctx
         if fi.where in pt.contexts:
             return pt.contexts[fi.where]
