@@ -130,3 +130,26 @@ def test_undecorate32():
     assert undecorate32("_DrvProcess") == "DrvProcess"
     assert undecorate32("?Foo@@YAXXZ") == "?Foo@@YAXXZ"
     assert undecorate32("DriverEntry") == "DriverEntry"
+
+
+@pytest.mark.parametrize("kind", ["full", "triage"])
+def test_bugcheck_contexts_from_the_32bit_structures(dumps, em, kind):
+    from dumpkit.arch.x86.kstate import exception_record32, find_contexts32, load_modules32
+    parts = open_pagedump(Source.open(dumps[kind]))
+
+    class K:                                   # the kernel-layer view the functions take
+        header, triage, read_virtual = parts.header, parts.triage, staticmethod(parts.read_virtual)
+        warns: list = []
+
+        def warn(self, text):
+            self.warns.append(text)
+    k = K()
+    ctxs = find_contexts32(k)
+    assert ctxs["header"].eip == em.context["eip"] and ctxs["header"].esp == em.context["esp"]
+    tf = ctxs["trap_frame"]                     # 0x8E P3; on the captured stack in the triage dump too
+    assert (tf.eip, tf.esp, tf.address) == (em.trap["eip"], em.trap["esp"], em.trap_frame_va)
+    mods, _unl = load_modules32(k)
+    assert [m.name for m in mods] == ["ntlike32.sys", "drv32.sys"]
+    exr = exception_record32(k)
+    assert exr is not None and exr.code == 0xC0000005 and exr.address == em.trap["eip"]
+    assert not k.warns

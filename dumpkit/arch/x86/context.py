@@ -56,6 +56,9 @@ class X86Context(Context):
 
     __slots__ = ()
     arch = "x86"
+    IP, SP, FP, RA = "eip", "esp", "ebp", None
+    POINTER_SIZE = 4
+    RENDER_ORDER = ("eax", "ebx", "ecx", "edx", "esi", "edi", "eip", "esp", "ebp")
 
     def __getattr__(self, name: str) -> int:
         if name.startswith("__") or name in ("regs", "source", "address", "valid"):

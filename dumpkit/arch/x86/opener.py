@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 from ...errors import CorruptDumpError, DumpWarning, TranslationError, TruncatedDumpError
 from ...formats.header32 import DATA_OFFSET32, DumpHeader32, parse_header32
@@ -72,6 +72,48 @@ def _warner(src: Source, sink: List[str]) -> Callable[[str], None]:
     return warn
 
 
+def full_body32(src: Source, hdr: DumpHeader32, warn: Callable[[str], None]) -> PhysicalLayer:
+    """DumpType 1: the PHYSICAL_MEMORY_DESCRIPTOR32 runs, pages packed from 0x1000."""
+    if hdr.number_of_runs is None:
+        raise CorruptDumpError("full dump without a PHYSICAL_MEMORY_DESCRIPTOR32 (NumberOfRuns is unset)",
+                               path=src.path, offset=0x64, expected="NumberOfRuns")
+    if hdr.number_of_runs and not hdr.runs:
+        raise CorruptDumpError(f"NumberOfRuns {hdr.number_of_runs} does not fit the header: no usable run table",
+                               path=src.path, offset=0x64, expected="at most 86 runs")
+    runs = [(r.base_page, r.page_count) for r in hdr.runs]
+    total = sum(c for _, c in runs)
+    if hdr.number_of_pages is not None and total != hdr.number_of_pages:
+        warn(f"the runs hold {total:#x} pages but NumberOfPages says {hdr.number_of_pages:#x}")
+    physical = RunsLayer(src, runs, DATA_OFFSET32)
+    check_data_fits(src, DATA_OFFSET32, total, "the run data")
+    return physical
+
+
+def triage_body32(src: Source, hdr: DumpHeader32, warn: Callable[[str], None]) -> Tuple[SparseMemory, TriageDump]:
+    """DumpType 4: TRIAGE_DUMP32 and a sparse virtual memory of its captured ranges."""
+    t = parse_triage32(src)
+    sp = SparseMemory(src)
+    f = t.fields
+    if f["call_stack_offset"] and f["size_of_call_stack"]:
+        sp.add(t.top_of_stack, f["size_of_call_stack"], f["call_stack_offset"], "stack")
+    kd = hdr.kd_debugger_data_block
+    if kd and f["debugger_data_offset"] and f["debugger_data_size"]:
+        sp.add(kd, f["debugger_data_size"], f["debugger_data_offset"], "kdbg")
+    if f["data_page_address"] and f["data_page_offset"] and f["data_page_size"]:
+        sp.add(f["data_page_address"], f["data_page_size"], f["data_page_offset"], "data_page")
+    for b in t.data_blocks:
+        sp.add(b.address, b.size, b.offset, "data_block")
+    return sp, t
+
+
+def truncation_warning32(src: Source, hdr: DumpHeader32) -> Optional[str]:
+    req = hdr.required_dump_space
+    if req and req > src.size and hdr.dump_type != 4:
+        return (f"truncated at offset {src.size:#x}: the writer expected {req:#x} bytes "
+                f"({req - src.size:,} missing); pages past the end read as missing")
+    return None
+
+
 def open_pagedump(src: Source) -> X86DumpParts:
     """Read a 32-bit kernel dump's header and body; clear DumpErrors, warnings for what is degraded."""
     hdr = parse_header32(src)
@@ -79,45 +121,21 @@ def open_pagedump(src: Source) -> X86DumpParts:
     warn = _warner(src, parts.warnings)
     for w in hdr.warnings:
         warn(w)
-    req = hdr.required_dump_space
-    if req and req > src.size and hdr.dump_type != 4:
-        warn(f"truncated at offset {src.size:#x}: the writer expected {req:#x} bytes "
-             f"({req - src.size:,} missing); pages past the end read as missing")
+    tw = truncation_warning32(src, hdr)
+    if tw:
+        warn(tw)
     if hdr.dump_type == 1:
-        if hdr.number_of_runs is None:
-            raise CorruptDumpError("full dump without a PHYSICAL_MEMORY_DESCRIPTOR32 (NumberOfRuns is unset)",
-                                   path=src.path, offset=0x64, expected="NumberOfRuns")
-        if hdr.number_of_runs and not hdr.runs:
-            raise CorruptDumpError(f"NumberOfRuns {hdr.number_of_runs} does not fit the header: no usable run table",
-                                   path=src.path, offset=0x64, expected="at most 86 runs")
-        runs = [(r.base_page, r.page_count) for r in hdr.runs]
-        total = sum(c for _, c in runs)
-        if hdr.number_of_pages is not None and total != hdr.number_of_pages:
-            warn(f"the runs hold {total:#x} pages but NumberOfPages says {hdr.number_of_pages:#x}")
-        parts.physical = RunsLayer(src, runs, DATA_OFFSET32)
-        check_data_fits(src, DATA_OFFSET32, total, "the run data")
+        parts.physical = full_body32(src, hdr, warn)
     elif hdr.dump_type in (2, 5, 6):
-        _open_bitmap32(src, hdr, parts, warn)
+        parts.physical, parts.bitmap_signature = bitmap_body32(src, hdr, warn)
     elif hdr.dump_type == 4:
-        t = parse_triage32(src)
-        parts.warnings.extend(t.warnings)
-        parts.triage = t
-        sp = SparseMemory(src)
-        f = t.fields
-        if f["call_stack_offset"] and f["size_of_call_stack"]:
-            sp.add(t.top_of_stack, f["size_of_call_stack"], f["call_stack_offset"], "stack")
-        kd = hdr.kd_debugger_data_block
-        if kd and f["debugger_data_offset"] and f["debugger_data_size"]:
-            sp.add(kd, f["debugger_data_size"], f["debugger_data_offset"], "kdbg")
-        if f["data_page_address"] and f["data_page_offset"] and f["data_page_size"]:
-            sp.add(f["data_page_address"], f["data_page_size"], f["data_page_offset"], "data_page")
-        for b in t.data_blocks:
-            sp.add(b.address, b.size, b.offset, "data_block")
-        parts.sparse = sp
+        parts.sparse, parts.triage = triage_body32(src, hdr, warn)
+        parts.warnings.extend(parts.triage.warnings)
     return parts
 
 
-def _open_bitmap32(src: Source, hdr: DumpHeader32, parts: X86DumpParts, warn: Callable[[str], None]) -> None:
+def bitmap_body32(src: Source, hdr: DumpHeader32, warn: Callable[[str], None]) -> Tuple[PhysicalLayer, str]:
+    """DumpTypes 2 (SUMMARY_DUMP32) and 5/6 (the FDMP/SDMP header): the page bitmap at 0x1000."""
     base = DATA_OFFSET32
     sig = src.read_partial(base, 8)
     if len(sig) < 8:
@@ -126,7 +144,6 @@ def _open_bitmap32(src: Source, hdr: DumpHeader32, parts: X86DumpParts, warn: Ca
     if sig[:4] not in (b"SDMP", b"FDMP") or sig[4:] != b"DUMP":
         raise CorruptDumpError(f"bitmap header signature is {sig!r}", path=src.path, offset=base,
                                expected="'SDMPDUMP' or 'FDMPDUMP'")
-    parts.bitmap_signature = sig[:4].decode()
     if hdr.dump_type == 2:                  # SUMMARY_DUMP32: u32 fields, RTL_BITMAP32, bits at +0x20
         first = src.u32(base + 0xC, "SUMMARY_DUMP32.HeaderSize")
         bits = src.u32(base + 0x10, "SUMMARY_DUMP32.BitmapSize")
@@ -150,5 +167,6 @@ def _open_bitmap32(src: Source, hdr: DumpHeader32, parts: X86DumpParts, warn: Ca
         raise CorruptDumpError(f"first page offset {first:#x} overlaps the bitmap (ends at {need:#x})",
                                path=src.path, offset=base + (0xC if hdr.dump_type == 2 else 0x20),
                                expected=f"an offset >= {need:#x}")
-    parts.physical = BitmapLayer(src, bm_off, bits, first, expected_pages=pages)
-    check_data_fits(src, first, parts.physical.page_count, "the bitmap's pages")
+    physical = BitmapLayer(src, bm_off, bits, first, expected_pages=pages)
+    check_data_fits(src, first, physical.page_count, "the bitmap's pages")
+    return physical, sig[:4].decode()

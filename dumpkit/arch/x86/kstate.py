@@ -1,0 +1,85 @@
+"""Kernel state of a 32-bit dump: modules and the register contexts the bug check points at.
+
+Works on anything with ``read_virtual(va, size)``, ``header`` (a DUMP_HEADER32),
+``triage`` (or None) and ``warn(text)``: the kernel layer's view of a target.
+
+Contexts (names as for 64-bit dumps):
+
+* ``header``: the header's CONTEXT_i386;
+* ``trap_frame``: the KTRAP_FRAME a parameter points at (0x8E P3; 0x50 / 0xA / 0xD1 have none);
+* ``exception``: the CONTEXT record a parameter points at (0x7E / 0x1000007E P4, 0x3B P3).
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Optional, Tuple
+
+from ...errors import DumpError
+from ...formats.header import ExceptionRecord
+from ...model import Context, ModuleList
+from .context import (CONTEXT_X86_SIZE, KTRAP_FRAME_X86_SIZE, context_from_bytes32, context_from_trap_frame32,
+                      looks_like_context32, looks_like_trap_frame32)
+from .modules import triage_modules32, walk_loaded_modules32
+
+#: bug check -> (index of the parameter holding a structure VA, 'trap' or 'context')
+_POINTERS = {0x8E: (2, "trap"), 0x7E: (3, "context"), 0x3B: (2, "context"), 0x1000008E: (2, "trap"),
+             0x1000007E: (3, "context")}
+
+
+def load_modules32(k: Any) -> Tuple[ModuleList, ModuleList]:
+    """(loaded, unloaded): the triage driver list, or PsLoadedModuleList."""
+    if k.triage is not None:
+        return triage_modules32(k.triage)
+    return walk_loaded_modules32(k.read_virtual, k.header.ps_loaded_module_list, k.header.build, k.warn), \
+        ModuleList()
+
+
+def find_contexts32(k: Any) -> Dict[str, Context]:
+    out: Dict[str, Context] = {}
+    h = k.header
+    raw = h.context_record
+    if looks_like_context32(raw):
+        out["header"] = context_from_bytes32(raw, "header", None, getattr(k, "path", None))
+    elif raw[:4] != b"PAGE" and any(raw[:0xCC]):
+        k.warn("the header CONTEXT is not an x86 CONTEXT (no CONTEXT_i386 flag or a bad code selector); ignored")
+    ptr = _POINTERS.get(h.bugcheck_code)
+    if ptr is not None:
+        idx, what = ptr
+        va = h.bugcheck_parameters[idx]
+        if va:
+            ctx = _structure_at(k, va, what)
+            if ctx is not None:
+                out["trap_frame" if what == "trap" else "exception"] = ctx
+    return out
+
+
+def _structure_at(k: Any, va: int, what: str) -> Optional[Context]:
+    try:
+        if what == "trap":
+            data = k.read_virtual(va, KTRAP_FRAME_X86_SIZE)
+            if looks_like_trap_frame32(data) or data[0x6C:0x6E] in (b"\x08\x00", b"\x1b\x00"):
+                return context_from_trap_frame32(data, va, getattr(k, "path", None))
+            return None
+        data = k.read_virtual(va, CONTEXT_X86_SIZE)
+    except DumpError:
+        return None
+    if looks_like_context32(data):
+        return context_from_bytes32(data, "exception", va, getattr(k, "path", None))
+    return None
+
+
+def trap_frame_at32(k: Any, address: int) -> Context:
+    """``.trap address``: the KTRAP_FRAME there (MemoryReadError when it is not in the dump)."""
+    return context_from_trap_frame32(k.read_virtual(address, KTRAP_FRAME_X86_SIZE), address,
+                                     getattr(k, "path", None))
+
+
+def exception_record32(k: Any) -> Optional[ExceptionRecord]:
+    """The header's EXCEPTION_RECORD32, or one built from 0x1E/0x7E/0x8E parameters."""
+    h = k.header
+    if h.exception is not None and h.exception.code:
+        return h.exception
+    b = h.bugcheck_code & ~0x10000000 if h.bugcheck_code & 0x10000000 else h.bugcheck_code
+    p = h.bugcheck_parameters
+    if b in (0x1E, 0x7E, 0x8E) and p[0]:
+        return ExceptionRecord(p[0], 0, 0, p[1], ())
+    return None
