@@ -45,6 +45,8 @@ def _exception(dump: Any) -> Optional[Dict[str, Any]]:
             if len(rec.parameters) > 1:
                 out["parameter2"] = rec.parameters[1]
             return out
+    if bc.base_code == 0x8E:
+        return {"code": p[0] & 0xFFFFFFFF, "address": p[1]}
     if bc.base_code == 0x1E:
         return {"code": p[0] & 0xFFFFFFFF, "address": p[1], "parameter1": p[2], "parameter2": p[3]}
     return None

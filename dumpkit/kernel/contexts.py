@@ -73,6 +73,12 @@ def read_trap_frame(k: "Kernel", va: int) -> Optional[Context]:
 
 
 def exception_record_at(k: "Kernel", va: int) -> Optional[ExceptionRecord]:
+    if getattr(getattr(k, "arch", None), "pointer_size", 8) == 4:     # EXCEPTION_RECORD32
+        from ..formats.header32 import exception_record32
+        try:
+            return exception_record32(k.read_virtual(va, 0x50))
+        except MemoryReadError:
+            return None
     try:
         data = k.read_virtual(va, 0x98)
     except MemoryReadError:
@@ -250,6 +256,8 @@ def processor_contexts(k: "Kernel") -> Dict[str, Context]:
 # -- the bug check's exception ---------------------------------------------------------------
 def bugcheck_exception_record(k: "Kernel") -> Optional[ExceptionRecord]:
     """The exception behind the bug check, from memory or from its parameters."""
+    if "kernel" in k.arch.parts:
+        return k.arch.part("kernel").bugcheck_exception_record(k)
     code = k.bugcheck.base_code
     p = k.bugcheck.parameters
     if code == 0x7E and p[2]:
@@ -271,6 +279,8 @@ def bugcheck_exception_record(k: "Kernel") -> Optional[ExceptionRecord]:
 
 
 def find_contexts(k: "Kernel") -> Dict[str, Context]:
+    if "kernel" in k.arch.parts:              # an architecture with its own structures (x86)
+        return k.arch.part("kernel").find_contexts(k)
     out: Dict[str, Context] = {}
     raw = k.facts.context_record
     fr = _frames(k)

@@ -40,6 +40,8 @@ def _base_name(name: str) -> str:
 
 def load_modules(k: "Kernel") -> Tuple[ModuleList, ModuleList]:
     """(loaded, unloaded) for any dump type."""
+    if "kernel" in k.arch.parts:              # an architecture with its own structures (x86: 32-bit lists)
+        return k.arch.part("kernel").load_modules(k)
     if k.triage is not None:
         return _triage_modules(k)
     return _walk_loaded_modules(k), _unloaded_from_kdbg(k)

@@ -19,8 +19,10 @@ class Memory:
     """
 
     def __init__(self, arch: Any, physical: Optional[PhysicalLayer] = None, sparse: Optional[SparseMemory] = None,
-                 dtb: Optional[int] = None, path: Optional[str] = None, dump_type: str = "") -> None:
+                 dtb: Optional[int] = None, path: Optional[str] = None, dump_type: str = "",
+                 paging_options: Optional[Dict[str, Any]] = None) -> None:
         self.arch = arch
+        self.paging_options = dict(paging_options or {})     # e.g. {'pae': True} for an x86 dump
         self.physical = physical
         self.sparse = sparse
         self.dtb = dtb
@@ -58,7 +60,7 @@ class Memory:
         key = (dtb & ~0xFFF, tuple(sorted((k, v) for k, v in options.items() if v)))
         sp = self._spaces.get(key)
         if sp is None:
-            sp = self._spaces[key] = self.arch.translator(phys, dtb, **options)
+            sp = self._spaces[key] = self.arch.translator(phys, dtb, **{**self.paging_options, **options})
         return sp
 
     def translate(self, va: int, dtb: Optional[int] = None) -> int:

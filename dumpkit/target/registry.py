@@ -108,5 +108,5 @@ def open_target(source: Source) -> Any:
                                    f"of a {fmt.name} dump", path=source.path)
     body = opener.open(source, header, facts, sink)
     memory = Memory(arch, body.physical, body.sparse, facts.directory_table_base, source.path,
-                    facts.dump_type_name)
+                    facts.dump_type_name, body.facts.get("paging_options"))
     return Target(source, arch, header, facts, memory, body, sink, fmt.name, opener.name)

@@ -429,6 +429,10 @@ def walk_stack(reader: VirtualReader, context: Context, modules: ModuleList,
     if arch is None:
         from ..arch import of_context
         arch = of_context(context)
+    own = getattr(arch.part("walk"), "walk_stack", None)
+    if own is not None:                       # an architecture with its own walk loop (x86)
+        return own(reader, context, modules, images, resolver, max_frames, scan_bytes, stack_range=stack_range,
+                   read_budget=read_budget)
     walker = StackWalker(reader, modules, images, resolver, scan_bytes=scan_bytes,
                          stack_range=stack_range, read_budget=read_budget, arch=arch)
     return walker.walk(context, max_frames)

@@ -83,3 +83,9 @@ def exception_record32(k: Any) -> Optional[ExceptionRecord]:
     if b in (0x1E, 0x7E, 0x8E) and p[0]:
         return ExceptionRecord(p[0], 0, 0, p[1], ())
     return None
+
+
+# the ``kernel`` part of the x86 architecture (dumpkit.kernel dispatches to these)
+load_modules = load_modules32
+find_contexts = find_contexts32
+bugcheck_exception_record = exception_record32

@@ -148,3 +148,12 @@ class X86Translator:
 
     def __repr__(self) -> str:
         return f"<X86Translator {self.mode} dtb={self.dtb:#x}>"
+
+
+def canonical(va: int) -> bool:
+    return 0 <= va < VA_LIMIT
+
+
+def translator(physical: PhysicalLayer, dtb: int, pae: bool = False, **_options) -> X86Translator:
+    """The architecture hook: a 32-bit address space, PAE (3-level) or not (2-level)."""
+    return X86Translator(physical, dtb, pae)
