@@ -166,8 +166,38 @@ def test_memory_stays_bounded_on_hostile_counts32():
     assert (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024 < 200
 
 
+def exercise_public(data: bytes) -> None:
+    """dumpkit.open and what `dumpkit info/modules/stack` touch; only DumpError may escape."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            d = dumpkit.open(data)
+        except DumpError:
+            return
+        with d:
+            d.info()
+            repr(d)
+            for what in (lambda: list(d.modules), lambda: d.contexts, lambda: d.stack(max_frames=32, offline=True)):
+                try:
+                    what()
+                except DumpError:
+                    pass
+
+
+@pytest.mark.parametrize("kind", MUTATE)
+@FUZZ
+@given(offs=st.lists(st.integers(min_value=0, max_value=1 << 30), min_size=1, max_size=8),
+       value=st.sampled_from([0, 0xFFFFFFFF, 0x45474150, 0x1000, 0x8B7FFE00, 0x82000000]))
+def test_public_api_on_mutated_32bit_dumps(kind, offs, value):
+    data = bytearray(_base(kind))
+    for off in offs:
+        off %= max(1, len(data) - 4)
+        data[off:off + 4] = value.to_bytes(4, "little")
+    exercise_public(bytes(data))
+
+
 def test_dumpkit_open_on_mutated_32bit_files():
-    """The public entry point too (whatever it supports for PAGEDUMP): only DumpErrors."""
+    """The public entry point on a few fixed corruptions: only DumpErrors."""
     for kind in KINDS:
         data = bytearray(_base(kind))
         data[0xF88:0xF8C] = b"\xff\xff\xff\xff"
