@@ -153,3 +153,24 @@ def test_bugcheck_contexts_from_the_32bit_structures(dumps, em, kind):
     exr = exception_record32(k)
     assert exr is not None and exr.code == 0xC0000005 and exr.address == em.trap["eip"]
     assert not k.warns
+
+
+def test_volatility3_reads_the_emulated_full_dump_like_dumpkit(dumps, em):
+    """The peer reads the stack, the trap frame and the driver's code at the same physical pages."""
+    vol = pytest.importorskip("volatility3.framework")   # noqa: F841
+    from volatility3.framework import contexts
+    from volatility3.framework.layers import crash, intel, physical
+    parts = open_pagedump(Source.open(dumps["full"]))
+    ctx = contexts.Context()
+    ctx.config["file.location"] = "file://" + str(dumps["full"])
+    ctx.add_layer(physical.FileLayer(ctx, "file", "file"))
+    ctx.config["crash.base_layer"] = "file"
+    cl = crash.WindowsCrashDump32Layer(ctx, "crash", "crash")
+    ctx.add_layer(cl)
+    ctx.config["virt.memory_layer"] = "crash"
+    ctx.config["virt.page_map_offset"] = cl.dtb
+    v = (intel.IntelPAE if parts.pae else intel.Intel)(ctx, "virt", "virt")
+    ctx.add_layer(v)
+    for va, size in ((em.context["esp"], 0x100), (em.trap_frame_va, 0x8C), (em.trap["eip"] & ~0xFFF, 0x1000)):
+        assert v.translate(va)[0] == parts.address_space().translate(va)
+        assert v.read(va, size) == parts.read_virtual(va, size) == em.read(va, size)
