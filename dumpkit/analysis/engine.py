@@ -793,7 +793,7 @@ def analyze_parts(bugcheck_code: Optional[int], parameters: Sequence[int], frame
         culprit = _named_culprit(verdict_an, fu_info, params, fields)
         culprit_info = fu_info if verdict_an.culprit not in _HARDWARE_CULPRITS else None
     elif culprit_frame is not None:
-        cimg = _image_for(culprit_frame.module, mods, kb, culprit_frame) or culprit_frame.module
+        cimg = _image_for(culprit_frame.module, mods, kb, culprit_frame, utop) or culprit_frame.module
         why = []
         if culprit_frame is fframe:
             why.append(f"{culprit_frame.call_site} is the followup frame: the first frame WinDbg's triage rules "
