@@ -85,14 +85,20 @@ def test_pdata_and_unwind_records_match_llvm_readobj(image):
     assert kinds == {"packed", "xdata"}
 
 
-def test_emulated_crash_unwinds_exactly(tmp_path):
+@pytest.fixture(scope="module")
+def emulation():
     from fixtures.emulate_arm64 import run
+    return run()
+
+
+@pytest.mark.parametrize("kind", ["full", "bitmap"])
+def test_emulated_crash_unwinds_exactly(kind, emulation, tmp_path):
     from fixtures.factory_arm64 import write_emulated_dump
-    em = run()
+    em = emulation
     assert em.fault_address == 8                  # ldr w0, [x0, #8] with x0 = NULL
-    info = write_emulated_dump(tmp_path / "arm64.dmp", em)
+    info = write_emulated_dump(tmp_path / "arm64.dmp", em, kind=kind)
     d = dumpkit.open(tmp_path / "arm64.dmp")
-    assert d.arch.name == "arm64" and d.dump_type == "full"
+    assert d.arch.name == "arm64" and d.dump_type == kind
     assert d.translate(em.image.base) == info["image_pa"]
     assert d.read_virtual(em.image.base, 2) == b"MZ"
     assert [m.name for m in d.modules] == ["arm64drv.sys"]
@@ -150,3 +156,34 @@ def test_unwinding_inside_prologs_and_epilogs_matches_the_emulator(image):
         assert (step.regs["pc"], step.regs["sp"]) == (want.return_address, want.sp), (hex(rva), step.where)
         checked += 1
     assert checked >= 15
+
+
+def test_arm64_page_tables_blocks_pages_and_holes(tmp_path):
+    """Translations of an ARM64 full dump equal the factory's own walk (4 KB pages, 2 MiB blocks)."""
+    from fixtures import factory as F
+    from fixtures.factory_arm64 import Arm64AddressSpace, arm64_context
+    mem = F.PhysicalMemory()
+    aspace = Arm64AddressSpace(mem)
+    blk_pfn = mem.alloc_pages(512, align_pages=512)
+    aspace.map(0xFFFFF80400000000, blk_pfn * 0x1000, 0x200000, page_size=0x200000)
+    pa = aspace.map_new(0xFFFFE00000010000, b"page" * 0x400)
+    mem.write(blk_pfn * 0x1000 + 0x1234, b"block")
+    user = aspace.map_new(0x00007FF600000000, b"user")
+    # a Windows software PTE (invalid, non-zero) next to the mapped page
+    table = aspace._table(0xFFFFE00000011000, 3, True)
+    mem.write_u64(table + ((0xFFFFE00000011000 >> 12) & 0x1FF) * 8, 0x12340080)
+    ctx = arm64_context({"pc": 0xFFFFF80400001000, "sp": 0xFFFFE00000010F00})
+    F.write_full_dump(tmp_path / "pt.dmp", mem, F.HeaderFields(machine_image_type=0xAA64, context=ctx,
+                                                               kd_debugger_data_block=None))
+    d = dumpkit.open(tmp_path / "pt.dmp")
+    for va in (0xFFFFF80400000000, 0xFFFFF80400001234, 0xFFFFF804001FFFF8, 0xFFFFE00000010000,
+               0xFFFFE00000010FF8, 0x00007FF600000000):
+        assert d.translate(va) == aspace.translate(va), hex(va)
+    assert d.read_virtual(0xFFFFF80400001234, 5) == b"block" and d.read_virtual(0x00007FF600000000, 4) == b"user"
+    assert d.translate(0xFFFFE00000010000) == pa and d.translate(0x00007FF600000000) == user
+    with pytest.raises(dumpkit.PagedOutError):
+        d.translate(0xFFFFE00000011000)
+    with pytest.raises(dumpkit.PageNotPresentError):
+        d.translate(0xFFFFE00000012000)
+    with pytest.raises(dumpkit.TranslationError, match="not a valid ARM64 address"):
+        d.translate(0x0000800000000000)
