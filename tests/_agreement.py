@@ -141,6 +141,10 @@ def _render_frame(fr: Dict[str, Any], arch: str) -> str:
         site += f" (TrapFrame @ {fr['trap_frame']})"
     if fr.get("source_line"):
         site += f" [{fr['source_line']}]"
+    if fr.get("inline"):             # an inlined call: no frame of its own
+        if arch == "x86":
+            return f"(Inline) --------     -------- -------- -------- {site}"
+        return f"(Inline Function) --------`--------     {site}"
     if not fr.get("child_sp") and not fr.get("retaddr"):     # call site only ('kc')
         return f"{fr.get('index', '00')} {site}"
     if not fr.get("child_sp"):       # 'kb' after .thread/.cxr: '# RetAddr : Args to Child : Call Site'
