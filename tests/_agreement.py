@@ -207,7 +207,8 @@ def render(case: Dict[str, Any]) -> str:
             lines.append(f"   Parameter[{n}]: {p}")
         if exr.get("attempt"):
             what, _, addr = exr["attempt"].partition(" ")
-            verb = {"read": "read from", "write": "write to", "execute": "execute"}.get(what, what)
+            verb = {"read": "read from", "write": "write to", "execute": "execute",
+                    "execute-nx": "execute non-executable"}.get(what, what)
             lines.append(f"Attempt to {verb} address {addr}")
         lines.append("")
     rc = case.get("register_context")
@@ -218,6 +219,8 @@ def render(case: Dict[str, Any]) -> str:
             lines.append(f"TRAP_FRAME:  {addr} -- (.trap 0x{addr})")
         elif kind == "context" and addr:
             lines.append(f"CONTEXT:  {addr} -- (.cxr 0x{addr})")
+        elif kind == "tss" and addr:        # x86 double fault: the task state segment
+            lines.append(f"TSS:  {addr} -- (.tss {addr.lstrip('0') or '0'})")
         elif case.get("mode") == "user":
             lines.append("CONTEXT:  (.ecxr)")
         lines += _render_registers(rc, arch)
@@ -230,7 +233,7 @@ def render(case: Dict[str, Any]) -> str:
     elif case.get("instruction"):
         lines += _render_instruction(case["instruction"])
         lines.append("")
-    if case.get("stack"):
+    if "stack" in case:              # printed even when empty (WinDbg found no frames)
         lines.append("STACK_TEXT:  ")
         for fr in case["stack"]:
             if fr.get("warning_before"):        # 'WARNING: Stack unwind information not available...'
