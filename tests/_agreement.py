@@ -144,6 +144,8 @@ def _render_frame(fr: Dict[str, Any], arch: str) -> str:
     if fr.get("inline"):             # an inlined call: no frame of its own
         if arch == "x86":
             return f"(Inline) --------     -------- -------- -------- {site}"
+        if fr.get("args"):
+            return f"(Inline Function) --------`--------     : {' '.join(fr['args'])} : {site}"
         return f"(Inline Function) --------`--------     {site}"
     if not fr.get("child_sp") and not fr.get("retaddr"):     # call site only ('kc')
         return f"{fr.get('index', '00')} {site}"
