@@ -183,6 +183,10 @@ def render(case: Dict[str, Any]) -> str:
         for n, a in enumerate(bc.get("args") or [], 1):
             lines.append(f"BUGCHECK_P{n}: {int(a, 16):x}")
             lines.append("")
+    for w in case.get("warnings") or []:      # '*** WARNING: Unable to verify timestamp for X.sys' lines
+        lines.append(w)
+    if case.get("warnings"):
+        lines.append("")
     for k, v in (case.get("given") or {}).items():
         if k in CONCLUSION_KEYS:
             continue
