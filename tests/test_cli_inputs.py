@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -123,6 +124,27 @@ def test_broken_pipe_is_quiet():
     assert rc == 0 and err == "", err
 
 
+def _wait_until_reading(p, path, limit=60.0):
+    """Wait until the child has the dump open (mapped or as a descriptor), so the signal
+    lands in the scan, not in interpreter start-up (a loaded machine can take seconds to import)."""
+    proc = Path(f"/proc/{p.pid}")
+    if not proc.exists():                  # no procfs: fall back to a generous fixed delay
+        time.sleep(3.0)
+        return
+    target = str(path.resolve())
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline and p.poll() is None:
+        try:
+            if target in (proc / "maps").read_text():
+                break
+            if any(os.readlink(fd) == target for fd in (proc / "fd").iterdir()):
+                break
+        except OSError:
+            pass
+        time.sleep(0.05)
+    time.sleep(0.3)                        # well inside the scan loop
+
+
 def test_ctrl_c_during_a_scan(tmp_path):
     """SIGINT in the middle of a scan of a 16 GiB (sparse) dump: partial figures, exit 130."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -136,7 +158,7 @@ def test_ctrl_c_during_a_scan(tmp_path):
     make_dump(big, 16, 2)
     p = subprocess.Popen([sys.executable, "-m", "dumpkit", "scan", str(big)], cwd=ROOT,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    time.sleep(1.5)
+    _wait_until_reading(p, big)
     p.send_signal(signal.SIGINT)
     out, err = p.communicate(timeout=60)
     if p.returncode == 0:
