@@ -113,3 +113,14 @@ def test_trap_frame_layout_is_defined_once():
             if lit in text:
                 offenders.append(f"{p.relative_to(ROOT)}: {lit}")
     assert offenders == []
+
+
+def test_warnings_raised_while_analysing_reach_the_analysis(tmp_path):
+    """Contexts are found lazily: their warning (no trap frame for 0xD1's IP) must still reach the JSON."""
+    factory.make_basic_dump(tmp_path / "f.dmp", "full")
+    with pytest.warns(DumpWarning):
+        d = dumpkit.open(tmp_path / "f.dmp")
+        from dumpkit.analysis.dumpsource import analyze_dump
+        js = analyze_dump(d, "", offline=True).to_json(extended=True)
+    hit = [w for w in d.warnings if "no trap frame with Rip" in w]
+    assert hit and hit[0] in js["extended"]["warnings"]

@@ -97,6 +97,12 @@ def analyze_dump(dump: Any, symbol_path: Any = None, *, offline: Optional[bool] 
         process_name = getattr(dump, "process_name", None)
     except DumpError as exc:
         warnings.append(f"process name unreadable: {exc}")
+    # what the layers reported while this analysis read the dump (contexts, modules, PE images)
+    seen = set(warnings)
+    for w in list(getattr(dump, "warnings", ())):
+        if w not in seen:
+            seen.add(w)
+            warnings.append(w)
     bc = dump.bugcheck
     return analyze_parts(bc.code, bc.parameters, list(stack), modules=dump.modules, context=ctx,
                          fault_bytes=fault_bytes, process_name=process_name, fault_ip=fault_ip,
