@@ -44,7 +44,8 @@ def cut(tmp_path_factory):
 @pytest.mark.parametrize("kind", ["full", "triage"])
 def test_cut_dumps_exit_1_for_every_command(cut, kind):
     """A dump cut short prints what it can and exits 1, whatever the dump type and command."""
-    for cmd in (["info"], ["modules"], ["stack"], ["scan"], ["analyze"], ["analyze", "--summary"]):
+    for cmd in (["info"], ["modules"], ["stack"], ["scan"], ["analyze"], ["analyze", "--summary"], ["symbols"],
+                ["info", "--json"], ["modules", "--json"]):
         p = dk(*cmd, cut[kind])
         assert p.returncode == 1, (kind, cmd, p.returncode, p.err)
         assert "Traceback" not in p.err
@@ -286,3 +287,22 @@ def test_user_kb_overlay_cli_env_and_api(tmp_path, monkeypatch):
     monkeypatch.setenv("DUMPKIT_KB_PATH", str(tmp_path / "nope"))
     with pytest.raises(KnowledgeBaseError):
         KnowledgeBase.load()
+
+
+def test_damaged_zip_of_renamed_logs_is_read_by_content(tmp_path):
+    """A collection tool's zip with meaningless member names, cut short (no central directory):
+    the salvaged members are still recognised by what they hold."""
+    import zipfile
+    logs = shared_path("logs")
+    z = tmp_path / "upload.zip"
+    with zipfile.ZipFile(z, "w", zipfile.ZIP_DEFLATED) as zf:
+        for i, f in enumerate(sorted(logs.glob("*.txt"))):
+            zf.write(f, f"collected/{i:04d}.dat")
+    data = z.read_bytes()
+    cut = tmp_path / "cut.zip"
+    cut.write_bytes(data[: data.rindex(b"PK\x01\x02")])          # the central directory is gone
+    doc = json.loads(dk("logs", cut, "--json").out)
+    assert any(p["kind"] == "salvaged" for p in doc["problems"])
+    read = [f for f in doc["files"] if f["status"] == "read"]
+    assert len(read) == 9 and all(f["how"] == "content" for f in read)
+    assert len(doc["setupapi_failures"]) == 4 and len(doc["errors"]) >= 32 + 5

@@ -593,6 +593,13 @@ def _salvage(data, bundle: LogBundle, limits: Dict[str, int]) -> None:
         kind, phase = classify_path(norm)
         bf = BundleFile(norm, kind, phase, usize if known_size else None)
         bundle.files.append(bf)
+        if not flags & 0x01 and method in (0, 8) and (known_size or method == 8) and kind != "dump":
+            try:                  # by content, as for readable zips (a fresh reader parses it below)
+                _by_content(bf, _SalvageReader(data, start, csize if known_size else None, method, None)
+                            .read(SNIFF_BYTES))
+            except (EOFError, zlib.error, zipfile.BadZipFile):
+                pass
+            kind, phase = bf.kind, bf.phase
         if flags & 0x01:
             bundle.problems.append(BundleProblem(norm, "encrypted", "encrypted member; not read"))
         elif method not in (0, 8):
