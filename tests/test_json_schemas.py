@@ -103,3 +103,16 @@ def test_schemas_ship_in_the_wheel():
     pkgs = cfg["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"]
     assert "dumpkit" in pkgs            # dumpkit/schemas/*.json are package data under dumpkit/
     assert (ROOT / "dumpkit" / "schemas" / "analysis.schema.json").exists()
+
+
+@pytest.mark.slow
+def test_schemas_are_in_the_built_wheel(tmp_path):
+    import subprocess
+    import sys
+    import zipfile
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", str(ROOT), "--no-deps", "-w", str(tmp_path)],
+                   check=True, capture_output=True, timeout=600)
+    names = zipfile.ZipFile(next(tmp_path.glob("dumpkit-*.whl"))).namelist()
+    for n in schema_names():
+        assert f"dumpkit/schemas/{n}.schema.json" in names
+    assert any(x.endswith("licenses/LICENSE") for x in names)
