@@ -187,3 +187,25 @@ def test_arm64_page_tables_blocks_pages_and_holes(tmp_path):
         d.translate(0xFFFFE00000012000)
     with pytest.raises(dumpkit.TranslationError, match="not a valid ARM64 address"):
         d.translate(0x0000800000000000)
+
+
+def test_emulated_stack_symbolized_from_the_pdb(emulation, tmp_path):
+    """WinDbg's `k` with the linker's PDB on the symbol path: names and offsets from the map file."""
+    import shutil
+    from fixtures.factory_arm64 import write_emulated_dump
+    em = emulation
+    write_emulated_dump(tmp_path / "arm64.dmp", em)
+    cv = PEImage.from_file(BIN / "arm64drv.sys").codeview
+    store = tmp_path / "store" / "arm64drv.pdb" / cv.key
+    store.mkdir(parents=True)
+    shutil.copy(BIN / "arm64drv.pdb", store / "arm64drv.pdb")
+    d = dumpkit.open(tmp_path / "arm64.dmp")
+    st = d.stack("exception", str(tmp_path / "store"), offline=True)
+    starts = {name: rva for rva, name in em.symbols}
+    want = []
+    for name, (pc, _sp) in zip(["armReadSignature", "armValidate", "armWorker", "armDispatch", "DriverEntry"],
+                               em.expected_frames()):
+        off = pc - em.image.base - starts[name]
+        want.append(f"arm64drv!{name}" + (f"+{off:#x}" if off else ""))
+    assert [f.call_site for f in st] == want
+    assert str(st).splitlines()[2].startswith("01 ffffe000`12343ed0 fffff805`7a201124")
