@@ -110,3 +110,16 @@ def test_bad_table_is_a_clear_error(tmp_path):
     p.write_text("schema = 1\n[[analyzer]]\ncodes = []\n")
     with pytest.raises(KnowledgeBaseError, match="codes"):
         AnalyzerTable.load(p, reload=True)
+
+
+def test_cpu_vendor_from_the_kprcb(real_triage):
+    # the real triage dump runs amdppm.sys (AMD's processor power driver): an AMD processor
+    import dumpkit
+    from dumpkit.analysis.dumpsource import cpu_vendor
+    from dumpkit.analysis.engine import analyze_parts
+    with dumpkit.open(real_triage) as d:
+        assert cpu_vendor(d) == "AuthenticAMD"
+    a = analyze_parts(0x124, [0, 0xffff9c0d98cc1028, 0, 0], [], cpu_vendor="AuthenticAMD")
+    assert a.failure_bucket_id == "0x124_0_AuthenticAMD__UNKNOWN_IMAGE_AuthenticAMD.sys"
+    assert (a.module_name, a.image_name) == ("AuthenticAMD", "AuthenticAMD.sys")
+    assert a.culprit.category == "hardware" and any("!errrec" in r for r in a.remediation)

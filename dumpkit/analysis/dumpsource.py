@@ -52,6 +52,38 @@ def _exception(dump: Any) -> Optional[Dict[str, Any]]:
     return None
 
 
+#: CPUID vendor strings (leaf 0: EBX, EDX, ECX), as the kernel keeps them in each KPRCB
+_CPU_VENDORS = (b"GenuineIntel", b"AuthenticAMD", b"HygonGenuine", b"CentaurHauls", b"  Shanghai  ")
+_PRCB_SCAN = 0x10000
+
+
+def cpu_vendor(dump: Any) -> Optional[str]:
+    """The processor vendor (``GenuineIntel``, ``AuthenticAMD``...) from the crashing CPU's KPRCB.
+
+    The KPRCB keeps the CPUID vendor string; rather than an offset that moves between builds,
+    the PRCB bytes the dump holds are searched for the known vendor strings (a triage dump keeps
+    the PRCB as a block of its own).  WHEA bug checks (0x124) name the vendor as MODULE_NAME.
+    """
+    data = b""
+    t = getattr(dump, "triage", None)
+    try:
+        if t is not None and t.fields.get("prcb_offset"):
+            start = t.fields["prcb_offset"]
+            ends = [v for k, v in t.fields.items() if k.endswith("_offset") and isinstance(v, int) and v > start]
+            end = min(ends + [start + _PRCB_SCAN])
+            data = dump.source.read(start, min(end - start, _PRCB_SCAN), "KPRCB")
+        else:
+            prcb = dump.contexts.get("prcb")
+            if prcb is not None and prcb.address:
+                data = dump.try_read_virtual(prcb.address & ~0xFFF, _PRCB_SCAN) or b""
+    except DumpError:
+        return None
+    hits = [(data.find(v), v) for v in _CPU_VENDORS if v in data]
+    if not hits:
+        return None
+    return min(hits)[1].decode("ascii").strip()
+
+
 def analyze_dump(dump: Any, symbol_path: Any = None, *, offline: Optional[bool] = None) -> Analysis:
     """Analyse an open :class:`dumpkit.Dump` (``symbol_path`` as for ``Dump.stack``)."""
     warnings: List[str] = list(dump.warnings)
@@ -104,7 +136,8 @@ def analyze_dump(dump: Any, symbol_path: Any = None, *, offline: Optional[bool] 
             seen.add(w)
             warnings.append(w)
     bc = dump.bugcheck
-    return analyze_parts(bc.code, bc.parameters, list(stack), modules=dump.modules, context=ctx,
+    vendor = cpu_vendor(dump) if bc.base_code == 0x124 else None
+    return analyze_parts(bc.code, bc.parameters, list(stack), modules=dump.modules, context=ctx, cpu_vendor=vendor,
                          fault_bytes=fault_bytes, process_name=process_name, fault_ip=fault_ip,
                          exception=_exception(dump), bugcheck_name=bc.name, module_versions=versions or None,
                          ip_in_paged_code=ip_in_paged, source="dump", warnings=warnings)
