@@ -422,7 +422,9 @@ def _pointer_class(address: Optional[int], access: Optional[str]) -> Optional[st
         return "INVALID_POINTER_EXECUTE" if address == 0 else "SOFTWARE_NX_FAULT"
     if address == 0:
         return f"NULL_POINTER_{how}"
-    if address < 0x10000:
+    if address < 0x1000:
+        # a small offset from NULL inside the first page: a member of a NULL object
+        # (a write to 0x43cb is already INVALID_POINTER_WRITE)
         return f"NULL_CLASS_PTR_{how}"
     return f"INVALID_POINTER_{how}"
 
