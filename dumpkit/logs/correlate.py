@@ -14,10 +14,12 @@ taken as already being log-local.
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Iterable, List, Optional, Tuple
 
+from ..errors import DumpWarning
 from .codes import format_code
 from .findings import LogError, LogFindings, SetupApiFailure
 
@@ -67,7 +69,8 @@ _MONTHS = {m: i for i, m in enumerate(["jan", "feb", "mar", "apr", "may", "jun",
                                         "nov", "dec"], 1)}
 _SESSION_RE = re.compile(r"(?:Debug session time:\s*)?(?:\w{3}\s+)?(\w{3})\s+(\d{1,2})\s+(\d{1,2}):(\d\d):(\d\d)"
                          r"(?:\.(\d{1,3}))?\s+(\d{4})(?:\s*\(UTC\s*([+-])\s*(\d{1,2}):(\d\d)\))?")
-_UPTIME_RE = re.compile(r"(\d+)\s+days?\s+(\d+):(\d\d):(\d\d)(?:\.(\d{1,3}))?")
+MAX_UPTIME_DAYS = 36_525       #: a hundred years: a longer uptime is garbage, not a machine
+_UPTIME_RE = re.compile(r"(?<!\d)(\d+)\s+days?\s+(\d+):(\d\d):(\d\d)(?:\.(\d{1,3}))?")
 
 
 def parse_debug_session_time(text: str) -> Optional[datetime]:
@@ -92,11 +95,21 @@ def parse_debug_session_time(text: str) -> Optional[datetime]:
 
 
 def parse_uptime(text: str) -> Optional[timedelta]:
-    """``System Uptime: 0 days 0:00:40.641`` -> timedelta; None if absent."""
+    """``System Uptime: 0 days 0:00:40.641`` -> timedelta; None if absent.
+
+    An uptime no machine can have (more than :data:`MAX_UPTIME_DAYS` days, or hours,
+    minutes or seconds out of their clock range) is ignored with a :class:`DumpWarning`.
+    """
     m = _UPTIME_RE.search(text or "")
     if not m:
         return None
-    return timedelta(days=int(m.group(1)), hours=int(m.group(2)), minutes=int(m.group(3)), seconds=int(m.group(4)),
+    days_s, hours_s = m.group(1), m.group(2)
+    if len(days_s) > 6 or len(hours_s) > 2 or int(days_s) > MAX_UPTIME_DAYS or int(hours_s) > 23 \
+            or int(m.group(3)) > 59 or int(m.group(4)) > 59:
+        warnings.warn(DumpWarning(f"system uptime {m.group(0)[:60]!r} is out of range "
+                                  f"(at most {MAX_UPTIME_DAYS} days, clock fields 23:59:59); ignored"))
+        return None
+    return timedelta(days=int(days_s), hours=int(hours_s), minutes=int(m.group(3)), seconds=int(m.group(4)),
                      milliseconds=int((m.group(5) or "0").ljust(3, "0")))
 
 

@@ -39,7 +39,7 @@ _TITLE_RE = re.compile(r"^\s*>>>\s+\[(.*)\]\s*$")
 _END_RE = re.compile(rf"^\s*<<<\s+\[?(?:Section end(?:\s+{_TS})?|{_TS}:?\s+Section end)")
 _EXIT_RE = re.compile(r"^\s*<<<\s+\[Exit [Ss]tatus:?\s*(SUCCESS|FAILURE)?\s*(?:\((?:0x)?([0-9A-Fa-f]{1,8})\))?"
                       r"\s*(?:\(([A-Z_]+)\))?\s*\]")
-_BODY_RE = re.compile(r"^\s*(!!!|!)?\s*([a-z]{3}|\.\.\.|ui ?):(\s*)(.*)$")
+_BODY_RE = re.compile(r"^\s*(?:(!!!|!)\s*)?([a-z]{3}|\.\.\.|ui ?):(\s*)(.*)$")
 _BOOT_RE = re.compile(rf"^\[Boot Session: {_TS}\]")
 _KV_RE = re.compile(r"^\s+([A-Za-z][A-Za-z ]{0,40}?)\s*=\s*(.*?)\s*$")
 
@@ -51,7 +51,7 @@ _SVC_MISSING_RE = re.compile(r"\bService '([^']+)' does not exist", re.I)
 _SVC_LEGACY_RE = re.compile(r"legacy DelService operation for '([^']+)'", re.I)
 _SVC_SCOPE_RE = re.compile(r"\{(Add|Delete) Service: ([^}]+)\}")
 _SVC_NAME_RE = re.compile(r"\bService Name\s*=\s*(\S+)")
-_SCOPE_EXIT_RE = re.compile(r"\{([^{}]*?)\s*(?:-|:)?\s*exit\s?\((?:0x)?([0-9A-Fa-f]{1,8})\)\}")
+_SCOPE_EXIT_RE = re.compile(r"\{([^{}]*)exit\s?\((?:0x)?([0-9A-Fa-f]{1,8})\)\}")   # group 1 ends in ' - '/':'...
 
 MAX_BODY = 400        #: body lines kept per section (errors/warnings are kept separately)
 MAX_REFS = 200        #: services / INFs / drivers / failing scopes kept per section
@@ -405,7 +405,7 @@ class _Builder:
             for m in _SCOPE_EXIT_RE.finditer(text):
                 code = int(m.group(2), 16)
                 if code and len(s.scope_failures) < MAX_REFS:
-                    s.scope_failures.append(ScopeExit(m.group(1).strip(), code, n))
+                    s.scope_failures.append(ScopeExit(m.group(1).rstrip(" \t-:").strip(), code, n))
 
     @staticmethod
     def _svc(s: SetupApiSection, ref: ServiceRef) -> None:

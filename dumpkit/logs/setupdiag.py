@@ -19,7 +19,7 @@ import json
 import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 from ..errors import TextParseError
 from ._text import LogSource, open_text
@@ -31,10 +31,13 @@ _PROFILE_RE = re.compile(r"Matching Profile found:\s*(\S+)\s*-\s*([0-9A-Fa-f-]{3
 _NOMATCH_RE = re.compile(r"unable to match to any known failure signatures", re.I)
 _VERSION_RE = re.compile(r"^SetupDiag version:\s*(\S+)", re.I)
 _KV_RE = re.compile(r"^\s*([A-Za-z][A-Za-z0-9]{1,40})\s*=\s*(.*?)\s*$")
-_PHASE_RE = re.compile(r"Last (?:Setup )?Phase\s*[:=]\s*(.+?)\s*(?=Last (?:Setup )?Operation|Error\s*[:=]|$)")
-_OP_RE = re.compile(r"Last (?:Setup )?Operation\s*[:=]\s*(.+?)\s*(?=Error\s*[:=]|Last (?:Setup )?Phase|$)")
-_PHASE_NAME_RE = re.compile(r"^\s*Phase Name:\s*(.+?)\s*$")
-_OP_NAME_RE = re.compile(r"^\s*Operation Name:\s*(.+?)\s*$")
+# "Last Phase: X Last Operation: Y Error: Z" on one line: the head is found by a regex, the value is cut at
+# the next head in plain code (a lazy '(.+?)\s*(?=...|$)' is quadratic on a long run of blanks)
+_PHASE_RE = re.compile(r"Last (?:Setup )?Phase\s*[:=]")
+_OP_RE = re.compile(r"Last (?:Setup )?Operation\s*[:=]")
+_ERROR_HEAD_RE = re.compile(r"\bError\s*[:=]")
+_PHASE_NAME_RE = re.compile(r"^\s*Phase Name:\s*(\S(?:.*\S)?)\s*$")
+_OP_NAME_RE = re.compile(r"^\s*Operation Name:\s*(\S(?:.*\S)?)\s*$")
 _ERR_RE = re.compile(r"\bErr(?:or)?\s*[:=]\s*(0x[0-9A-Fa-f]{1,8})(?:\s*-\s*(0x[0-9A-Fa-f]{1,6}))?")
 _LOGENTRY_RE = re.compile(r"^\s*LogEntry:\s*(.*)$")
 _REPORTS_RE = re.compile(r"^\s*Error:\s*SetupDiag reports\s*(.*)$")
@@ -70,6 +73,20 @@ class SetupDiagResult:
         phase = f" phase={self.last_phase!r}" if self.last_phase else ""
         return f"<SetupDiagResult [{self.format}] {rule}{err}{phase}>"
 
+
+
+def _labelled(line: str, head: "re.Pattern[str]", stops: Sequence["re.Pattern[str]"]) -> Optional[str]:
+    """The text after ``head`` up to the first of ``stops`` (or the end), stripped; None if absent or empty."""
+    m = head.search(line)
+    if not m:
+        return None
+    rest = line[m.end():]
+    end = len(rest)
+    for rx in stops:
+        s = rx.search(rest, 1)
+        if s and s.start() < end:
+            end = s.start()
+    return rest[:end].strip() or None
 
 def _read_doc(source: LogSource, name: Optional[str]) -> tuple:
     opened = open_text(source, name=name)
@@ -111,12 +128,12 @@ def _text_into(res: SetupDiagResult, text: str) -> None:
         m = _OP_NAME_RE.match(line)
         if m and not res.last_operation:
             res.last_operation = m.group(1)
-        m = _PHASE_RE.search(line)
-        if m and m.group(1).strip() and not res.last_phase:
-            res.last_phase = m.group(1).strip()
-        m = _OP_RE.search(line)
-        if m and m.group(1).strip() and not res.last_operation:
-            res.last_operation = m.group(1).strip().rstrip(",")
+        phase = _labelled(line, _PHASE_RE, (_OP_RE, _ERROR_HEAD_RE))
+        if phase and not res.last_phase:
+            res.last_phase = phase
+        op = _labelled(line, _OP_RE, (_ERROR_HEAD_RE, _PHASE_RE))
+        if op and not res.last_operation:
+            res.last_operation = op.rstrip(",").strip() or None
         m = _LOGENTRY_RE.match(line)
         if m:
             if m.group(1) and len(res.log_entries) < 100:

@@ -15,8 +15,8 @@ from typing import Union
 from ..errors import SymbolError
 
 MAX_NAME_LENGTH = 128
-_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+~$@#()-]*\Z")
-_KEY_RE = re.compile(r"[0-9A-Fa-f]{1,64}\Z")
+_NAME_RE = re.compile(r"\A[A-Za-z0-9_][A-Za-z0-9_.+~$@#()-]*\Z")
+_KEY_RE = re.compile(r"\A[0-9A-Fa-f]{1,64}\Z")
 _RESERVED = {"con", "prn", "aux", "nul", "file.ptr", "refs.ptr", "index2.txt", "pingme.txt", "000admin"} | \
     {f"com{i}" for i in range(10)} | {f"lpt{i}" for i in range(10)}
 

@@ -26,7 +26,7 @@ _ODD_SPACES = {
 }
 _ODD_RE = re.compile("|".join(re.escape(k) for k in _ODD_SPACES))
 _QUOTE_RE = re.compile(r"^(?:[ \t]{0,3}>(?![>=])[ \t]?)+")
-_SOURCE_RE = re.compile(r"\s+\[[^\[\]]{0,400}@\s*\d+\]\s*$")
+_SOURCE_BODY_RE = re.compile(r"^[^\[\]]{0,400}@\s*\d+$")   # what is inside [...] (no brackets)
 
 
 def parse_hex(token: str) -> Optional[int]:
@@ -80,8 +80,14 @@ def clean_text(text: str) -> Tuple[List[str], List[str]]:
 
 
 def strip_source_suffix(text: str) -> str:
-    """Drop a trailing ``[d:\\src\\file.c @ 123]`` source annotation."""
-    return _SOURCE_RE.sub("", text)
+    """Drop a trailing ``[d:\\src\\file.c @ 123]`` source annotation (string code: linear time)."""
+    body = text.rstrip()
+    if not body.endswith("]"):
+        return text
+    open_at = body.rfind("[")
+    if open_at <= 0 or not body[open_at - 1].isspace() or not _SOURCE_BODY_RE.match(body[open_at + 1:-1]):
+        return text
+    return body[:open_at].rstrip()
 
 
 _OFF_RE = re.compile(r"^(?:0x)?[0-9a-fA-F]{1,16}$")

@@ -37,14 +37,15 @@ _NOT_FIELDS = {"NOTE", "WARNING", "ERROR", "SYMSRV", "DBGHELP", "DBGENG", "TRIAG
 _MULTILINE = {"STACK_TEXT", "TRAP_FRAME", "CONTEXT", "EXCEPTION_RECORD", "FOLLOWUP_IP", "FAULTING_IP",
               "READ_ADDRESS", "WRITE_ADDRESS", "LOCK_ADDRESS", "PNP_TRIAGE_DATA", "LAST_CONTROL_TRANSFER",
               "KEY_VALUES_STRING", "IRP_ADDRESS"}
-_KV_KEY_RE = re.compile(r"^\s+Key\s*:\s*(?P<k>\S.*?)\s*$")
-_KV_VAL_RE = re.compile(r"^\s+Value\s*:\s*(?P<v>.*?)\s*$")
-_SESSION_RE = re.compile(r"^\s*Debug session time:\s*(?P<v>.+?)\s*$", re.I)
-_UPTIME_RE = re.compile(r"^\s*System Uptime:\s*(?P<v>.+?)\s*$", re.I)
-_PUPTIME_RE = re.compile(r"^\s*Process Uptime:\s*(?P<v>.+?)\s*$", re.I)
+# values are '\S(?:.*\S)?' (first to last non-blank), never a lazy '.+?\s*$': that is quadratic on blanks
+_KV_KEY_RE = re.compile(r"^\s+Key\s*:\s*(?P<k>\S(?:.*\S)?)\s*$")
+_KV_VAL_RE = re.compile(r"^\s+Value\s*:\s*(?P<v>(?:\S(?:.*\S)?)?)\s*$")
+_SESSION_RE = re.compile(r"^\s*Debug session time:\s*(?P<v>\S(?:.*\S)?)\s*$", re.I)
+_UPTIME_RE = re.compile(r"^\s*System Uptime:\s*(?P<v>\S(?:.*\S)?)\s*$", re.I)
+_PUPTIME_RE = re.compile(r"^\s*Process Uptime:\s*(?P<v>\S(?:.*\S)?)\s*$", re.I)
 _BUILT_RE = re.compile(r"^\s*Built by:\s*(?P<v>\S+)", re.I)
 _KVER_RE = re.compile(r"^\s*(?P<v>Windows .{1,40} Kernel Version \d+.*)$")
-_FOLLOWUP_RE = re.compile(r"^\s*Followup:\s*(?P<v>\S.*?)\s*$")
+_FOLLOWUP_RE = re.compile(r"^\s*Followup:\s*(?P<v>\S(?:.*\S)?)\s*$")
 _CMD_RE = re.compile(r"(?:^|[>;]\s*)(?P<cmd>\.trap|\.cxr|\.exr|r)\b(?P<arg>[^;\n]*)")
 _PROMPT_RE = re.compile(r"^\s*(?:\d+:\s*)?k[dx]>\s*(?P<cmd>.*)$")
 _EXC_ADDR_RE = re.compile(r"^\s*ExceptionAddress:\s*(?P<v>[0-9a-fA-F`]{8,17})(?:\s+\((?P<sym>[^)]*)\))?")

@@ -28,7 +28,7 @@ _DISASM_RE = re.compile(
     r"^\s*(?:[0-9a-fA-F]{4}:)?(?P<addr>[0-9a-fA-F]{8}`[0-9a-fA-F]{8}|[0-9a-fA-F]{8,16})\s+"
     r"(?P<bytes>(?:[0-9a-fA-F]{2}){1,15})\s+(?P<text>[a-z][a-z0-9]{0,15}(?:\s.*)?)$")
 _EA_RE = re.compile(
-    r"\s+(?P<seg>[c-gs]s):(?:[0-9a-fA-F]{4}:)?(?P<ea>[0-9a-fA-F]{8}`[0-9a-fA-F]{8}|[0-9a-fA-F]{1,16})"
+    r"(?<!\s)\s+(?P<seg>[c-gs]s):(?:[0-9a-fA-F]{4}:)?(?P<ea>[0-9a-fA-F]{8}`[0-9a-fA-F]{8}|[0-9a-fA-F]{1,16})"
     r"=(?P<val>\S*)\s*$")
 _LABEL_RE = re.compile(r"^\s*(?P<label>[A-Za-z_][\w.\-]*(?:![^\s:]+(?:::[^\s:]+)*)?(?:\+0x[0-9a-fA-F]+)?):\s*$")
 _PREFIXES = {"lock", "rep", "repe", "repz", "repne", "repnz", "data16", "addr32"}

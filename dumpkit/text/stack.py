@@ -24,14 +24,14 @@ from dumpkit.model import Frame, Stack
 from ._common import is_hex_token, parse_hex, split_call_site, strip_source_suffix
 
 _TRAP_RE = re.compile(r"\(\s*TrapFrame\s*@\s*([0-9a-fA-F`x]+)\s*\)", re.I)
-_TRAP_LINE_RE = re.compile(r"^\s*[-(]*\s*TrapFrame\s*@\s*([0-9a-fA-F`x]+)\s*[-)]*\s*$", re.I)
+_TRAP_LINE_RE = re.compile(r"^[\s(-]*TrapFrame\s*@\s*([0-9a-fA-F`x]+)[\s)-]*$", re.I)
 _ANNOT_RE = re.compile(r"\((?:FPO|CONV|Inline Function @)[^()]{0,200}\)", re.I)
 _INDEX_RE = re.compile(r"^[0-9a-fA-F]{2,4}$")
 _INLINE_ADDR = "--------`--------"
 _SYM_HEAD_RE = re.compile(r"^[A-Za-z_$.][\w.$\-]*!(?:\S| \?\? )")
 _MODOFF_RE = re.compile(r"^[A-Za-z_][\w.\-]*\+(?:0x)?[0-9a-fA-F]+$")
 _MODULE_ONLY_RE = re.compile(r"^[A-Za-z_][\w.\-]*$")
-_HEADER_RE = re.compile(r"^\s*#?\s*(?:Memory\s+)?(?:Child-SP|ChildEBP|Child-BSP)\b|^\s*#\s+Call Site\s*$", re.I)
+_HEADER_RE = re.compile(r"^[\s#]*(?:Memory\s+)?(?:Child-SP|ChildEBP|Child-BSP)\b|^\s*#\s+Call Site\s*$", re.I)
 _UNWIND_WARN_RE = re.compile(r"WARNING: (?:Stack unwind information not available|Frame IP not in any known module)", re.I)
 
 
@@ -154,13 +154,33 @@ def parse_frame_line(line: str) -> Optional[FrameLine]:
     return FrameLine(index, child_sp, ret, site, args, trap, inline, opens)
 
 
-_PARTIAL_RE = re.compile(
-    r"^\s*(?:[0-9a-fA-F]{2,4}\s+)?(?:(?:[0-9a-fA-F]{8}`[0-9a-fA-F]{8}|[0-9a-fA-F]{8,16})\s*)+(?::\s*(?:(?:[0-9a-fA-F]{8}`[0-9a-fA-F]{8}|[0-9a-fA-F]{8,16})\s*)*:?)?\s*$")
+_ADDR_RE = re.compile(r"^(?:[0-9a-fA-F]{8}`[0-9a-fA-F]{8}|[0-9a-fA-F]{8,16})$")
+_FRAME_NO_RE = re.compile(r"^[0-9a-fA-F]{2,4}$")
 
 
 def looks_like_partial_frame(line: str) -> bool:
-    """A frame head cut by a mail client: addresses but no call site yet."""
-    return bool(_PARTIAL_RE.match(line)) and len(line.split()) >= 2
+    """A frame head cut by a mail client: addresses but no call site yet.
+
+    ``[NN] addr addr... [: arg arg... [:]]``, checked token by token (a single regex
+    with nested repeats over hex digits backtracks exponentially on a long hex run).
+    """
+    toks = line.replace(":", " : ").split()
+    if len(line.split()) < 2:
+        return False
+    i = 1 if len(toks) > 1 and _FRAME_NO_RE.match(toks[0]) else 0
+    n_addr = 0
+    while i < len(toks) and _ADDR_RE.match(toks[i]):
+        n_addr += 1
+        i += 1
+    if not n_addr:
+        return False
+    if i < len(toks) and toks[i] == ":":
+        i += 1
+        while i < len(toks) and _ADDR_RE.match(toks[i]):
+            i += 1
+        if i < len(toks) and toks[i] == ":":
+            i += 1
+    return i == len(toks)
 
 
 def to_frame(fl: FrameLine, index: int) -> Frame:
