@@ -19,7 +19,7 @@ _WHERE = {
     "ModuleInfo": "pdb", "Pdb": "pdb", "Procedure": "pdb", "PublicSymbol": "pdb", "SectionHeader": "pdb",
     "SymbolHit": "pdb",
     "ModuleSymbols": "resolver", "Resolution": "resolver", "Resolver": "resolver", "open_image": "resolver",
-    "FetchResult": "server", "NegativeCache": "server", "SymbolServer": "server", "network_disabled": "server",
+    "FetchResult": "server", "NegativeCache": "server", "RunBudget": "server", "SymbolServer": "server", "network_disabled": "server",
     "Attempt": "store", "LocalStore": "store", "SymbolPath": "store", "default_cache_dir": "store",
     "undecorate": "undname",
 }
@@ -41,7 +41,7 @@ def __dir__() -> list:
 __all__ = [
     "Pdb", "MsfFile", "PublicSymbol", "Procedure", "SectionHeader", "ModuleInfo", "SymbolHit",
     "SymbolPath", "LocalStore", "Attempt", "default_cache_dir",
-    "SymbolServer", "NegativeCache", "FetchResult", "network_disabled",
+    "SymbolServer", "NegativeCache", "RunBudget", "FetchResult", "network_disabled",
     "Resolver", "Resolution", "ModuleSymbols", "open_image",
     "Cabinet", "extract_single", "UnsafeNameError", "check_name", "pdb_key", "image_key", "undecorate",
 ]

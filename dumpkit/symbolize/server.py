@@ -20,15 +20,15 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
 import threading
 import time
-import urllib.error
 import urllib.parse
 import zlib
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from ..errors import SymbolServerError
+from ..errors import SymbolError, SymbolServerError
 from .cab import CAB_MAGIC, extract_single
 from .msf import MSF7_MAGIC
 from .names import check_key, check_name, compressed_name
@@ -56,6 +56,7 @@ class NegativeCache:
         self.ttl = ttl
         self._lock = threading.Lock()
         self._entries: Dict[str, float] = {}
+        self._failures: Dict[str, Tuple[float, str]] = {}     # failed fetches: expiry, why (memory only)
         if path and os.path.isfile(path):
             try:
                 with open(path, "r", encoding="utf-8") as f:
@@ -87,9 +88,28 @@ class NegativeCache:
             self._entries[self._k(server, name, key)] = time.time() + self.ttl
         self.save()
 
+    def add_failure(self, server: str, name: str, key: str, why: str, ttl: float) -> None:
+        """Remember a failed fetch (not a miss) for ``ttl`` seconds, in memory only."""
+        if ttl > 0:
+            with self._lock:
+                self._failures[self._k(server, name, key)] = (time.time() + ttl, why)
+
+    def failure(self, item: Tuple[str, str, str]) -> Optional[str]:
+        """Why ``(server, name, key)`` failed recently, or None."""
+        k = self._k(*item)
+        with self._lock:
+            got = self._failures.get(k)
+            if got is None:
+                return None
+            if got[0] < time.time():
+                del self._failures[k]
+                return None
+            return got[1]
+
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+            self._failures.clear()
         self.save()
 
     def save(self) -> None:
@@ -127,11 +147,100 @@ class FetchResult:
 
 
 class _Transient(Exception):
-    """Retryable failure (timeout, 5xx, connection reset)."""
+    """Retryable failure (5xx, 429, connection reset while reading)."""
 
 
 class _Missing(Exception):
     """Authoritative absence (404/410) or another 4xx."""
+
+
+class _Down(Exception):
+    """The server cannot be reached (connect failure, TLS failure) or did not answer in time."""
+
+
+class RunBudget:
+    """Wall-clock seconds of network time one run may spend, shared by all of its servers.
+
+    The clock starts at the first request; once ``seconds`` have passed no server is
+    asked again (each fetch then answers 'error' at once).  ``None``: no limit.
+    """
+
+    def __init__(self, seconds: Optional[float] = 300.0) -> None:
+        self.seconds = None if seconds is None else max(0.0, float(seconds))
+        self._start: Optional[float] = None
+
+    def start(self) -> None:
+        if self._start is None:
+            self._start = time.monotonic()
+
+    def deadline(self) -> float:
+        """The monotonic time the budget runs out (``inf`` without a limit)."""
+        if self.seconds is None:
+            return float("inf")
+        self.start()
+        return (self._start or 0.0) + self.seconds
+
+    @property
+    def spent(self) -> bool:
+        return self.seconds is not None and self._start is not None and time.monotonic() >= self.deadline()
+
+    def __repr__(self) -> str:
+        return f"<RunBudget {self.seconds} s>"
+
+
+def _clean(text: object, limit: int = 120) -> str:
+    """Server-supplied text made safe for a terminal: printable ASCII only, cut to ``limit``."""
+    s = str(text)
+    out = "".join(c if " " <= c <= "~" else "?" for c in s[:limit])
+    return out + ("..." if len(s) > limit else "")
+
+
+def _content_length(raw: Optional[str], url: str, limit: int) -> Optional[int]:
+    """The Content-Length header checked: ASCII digits only, at most 18 of them, within ``limit``."""
+    if raw is None:
+        return None
+    v = raw.strip()
+    if not v or len(v) > 18 or not v.isascii() or not v.isdigit():
+        raise SymbolServerError("the server sent an invalid Content-Length header", path=url)
+    n = int(v)
+    if n > limit:
+        raise SymbolServerError(f"the server announces {n} bytes, over the limit of {limit}", path=url)
+    return n
+
+
+class _Watchdog:
+    """Enforces a wall-clock deadline on one HTTP exchange (connect, headers and body).
+
+    A timer thread shuts the socket down when the deadline passes, which wakes any
+    blocked ``recv``; the timer is cancelled when the exchange ends (no thread outlives it).
+    """
+
+    def __init__(self, conn: http.client.HTTPConnection, seconds: float) -> None:
+        self.conn = conn
+        self.fired = False
+        self._timer = threading.Timer(max(0.0, seconds), self._fire)
+        self._timer.daemon = True
+
+    def _fire(self) -> None:
+        self.fired = True
+        sock = self.conn.sock
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def __enter__(self) -> "_Watchdog":
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
+        self._timer.join(1.0)
+
+
+_REDIRECTS = (301, 302, 303, 307, 308)
+MAX_REDIRECTS = 5
 
 
 def _validator(kind: str) -> Callable[[bytes], Optional[str]]:
@@ -153,99 +262,209 @@ class SymbolServer:
     ``fetch(name, key, kind)`` returns a :class:`FetchResult`; ``kind`` is
     ``'pdb'`` or ``'image'`` and selects the payload check.  Nothing is written
     to disk here: the symbol path stores the bytes in its downstream store.
+
+    Bounds: ``timeout`` per socket operation, ``max_time`` seconds of wall clock per
+    download (enforced while headers and body arrive, so a server that drips a byte a
+    second is cut off), ``budget`` (a :class:`RunBudget`, shared by a symbol path's
+    servers) for the whole run, ``max_bytes`` per file.  The first connect failure
+    or timeout marks the server down for the rest of the run (one line on stderr
+    unless ``quiet``); failures are remembered for ``failure_ttl`` seconds so the
+    same file is not asked for again.  Every failure is a :class:`SymbolServerError`
+    (or an 'error' result) naming the URL; nothing the server sent is echoed except
+    as printable ASCII.
     """
 
     def __init__(self, url: str, *, timeout: float = 10.0, retries: int = 2, backoff: float = 0.5,
-                 max_backoff: float = 8.0, max_bytes: int = DEFAULT_MAX_BYTES, max_time: float = 600.0,
+                 max_backoff: float = 8.0, max_bytes: int = DEFAULT_MAX_BYTES, max_time: float = 120.0,
                  offline: Optional[bool] = None, negative_cache: Optional[NegativeCache] = None,
-                 order: Sequence[str] = DEFAULT_ORDER, user_agent: str = USER_AGENT) -> None:
+                 order: Sequence[str] = DEFAULT_ORDER, user_agent: str = USER_AGENT,
+                 budget: Optional[RunBudget] = None, failure_ttl: float = 300.0, quiet: bool = False) -> None:
         parsed = urllib.parse.urlsplit(url)
         if parsed.scheme.lower() not in ("http", "https") or not parsed.netloc:
-            raise SymbolServerError(f"not an http(s) symbol server URL: {url!r}")
+            raise SymbolServerError(f"not an http(s) symbol server URL: {_clean(url)!r}")
         if any(o not in DEFAULT_ORDER for o in order):
             raise SymbolServerError(f"unknown request form in {order!r}", expected=str(DEFAULT_ORDER))
         self.url = url.rstrip("/")
-        self.timeout = float(timeout)
+        self.timeout = max(0.001, float(timeout))
         self.retries = max(0, min(int(retries), 10))
         self.backoff = max(0.0, float(backoff))
         self.max_backoff = max_backoff
         self.max_bytes = int(max_bytes)
-        self.max_time = float(max_time)
+        self.max_time = max(0.001, float(max_time))
         self._offline = offline
         self.negative = negative_cache if negative_cache is not None else NegativeCache()
         self.order = tuple(order)
         self.user_agent = user_agent
+        self.budget = budget if budget is not None else RunBudget(None)
+        self.failure_ttl = float(failure_ttl)
+        self.quiet = quiet
         self.requests_made = 0
+        self.down: Optional[str] = None          #: why the server was marked down in this run
 
     @property
     def offline(self) -> bool:
         return network_disabled() if self._offline is None else bool(self._offline)
+
+    def mark_down(self, reason: str) -> None:
+        """Stop asking this server in this run (the circuit breaker); says so once on stderr."""
+        if self.down is None:
+            self.down = reason
+            if not self.quiet:
+                try:
+                    sys.stderr.write(f"dumpkit: symbol server {_clean(self.url, 200)} is down ({reason}); "
+                                     "not asking it again in this run\n")
+                except (OSError, ValueError):
+                    pass
 
     # ------------------------------------------------------------------ HTTP
     def _get(self, url: str, limit: int) -> bytes:
         """One GET with retries; returns the body or raises _Missing / SymbolServerError."""
         attempt = 0
         while True:
+            if self.down is not None:
+                raise SymbolServerError(f"server marked down earlier in this run ({self.down})", path=url)
+            if self.budget.spent:
+                raise SymbolServerError(f"the network budget of {self.budget.seconds:.0f} s for this run is spent",
+                                        path=url)
             try:
                 return self._get_once(url, limit)
+            except _Down as exc:
+                self.mark_down(str(exc))
+                raise SymbolServerError(str(exc), path=url) from None
             except _Transient as exc:
                 if attempt >= self.retries:
-                    raise SymbolServerError(f"{url}: {exc} (after {attempt + 1} tries)") from None
+                    raise SymbolServerError(f"{exc} (after {attempt + 1} tries)", path=url) from None
                 delay = min(self.max_backoff, self.backoff * (2 ** attempt))
                 attempt += 1
-                if delay:
+                remaining = self.budget.deadline() - time.monotonic()
+                if delay and remaining > delay:
                     time.sleep(delay)
 
     def _get_once(self, url: str, limit: int) -> bytes:
-        import urllib.request                # here: it pulls in http.client, ssl and email (~35 ms)
-        self.requests_made += 1
-        req = urllib.request.Request(url, headers={"User-Agent": self.user_agent,
-                                                   "Accept-Encoding": "gzip"})
-        start = time.monotonic()
-        try:
-            resp = urllib.request.urlopen(req, timeout=self.timeout)
-        except urllib.error.HTTPError as exc:
-            code = exc.code
-            exc.close()
-            if code in (404, 410):
-                raise _Missing(f"HTTP {code}") from None
-            if code >= 500 or code == 429:
-                raise _Transient(f"HTTP {code}") from None
-            raise _Missing(f"HTTP {code}") from None
-        except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise _Transient(f"{type(reason).__name__}: {reason}") from None
-        try:
-            length = resp.headers.get("Content-Length")
-            if length and length.isdigit() and int(length) > limit:
-                raise SymbolServerError(f"{url}: {int(length)} bytes exceeds the limit of {limit}")
-            chunks = []
-            got = 0
-            while True:
-                if time.monotonic() - start > self.max_time:
-                    raise _Transient(f"download slower than the {self.max_time:.0f} s limit")
-                try:
-                    chunk = resp.read(1 << 16)
-                except (socket.timeout, TimeoutError, ConnectionError, OSError) as exc:
-                    raise _Transient(f"read failed: {exc}") from None
-                if not chunk:
-                    break
-                got += len(chunk)
-                if got > limit:
-                    raise SymbolServerError(f"{url}: body exceeds the limit of {limit} bytes")
-                chunks.append(chunk)
-            body = b"".join(chunks)
-            if (resp.headers.get("Content-Encoding") or "").lower() == "gzip":
-                try:
-                    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
-                    body = d.decompress(body, limit + 1)
-                except zlib.error as exc:
-                    raise SymbolServerError(f"{url}: bad gzip body: {exc}") from None
-                if len(body) > limit:
-                    raise SymbolServerError(f"{url}: body exceeds the limit of {limit} bytes")
+        deadline = min(time.monotonic() + self.max_time, self.budget.deadline())
+        for _hop in range(MAX_REDIRECTS + 1):
+            status, location, body = self._exchange(url, limit, deadline)
+            if status in _REDIRECTS:
+                if not location:
+                    raise SymbolServerError(f"HTTP {status} without a Location header", path=url)
+                nxt = urllib.parse.urljoin(url, location)
+                if urllib.parse.urlsplit(nxt).scheme.lower() not in ("http", "https"):
+                    raise SymbolServerError("redirected to a non-HTTP location", path=url)
+                url = nxt
+                continue
             return body
-        finally:
-            resp.close()
+        raise SymbolServerError(f"more than {MAX_REDIRECTS} redirects", path=url)
+
+    def _exchange(self, url: str, limit: int, deadline: float) -> Tuple[int, Optional[str], bytes]:
+        """One request/response; (status, redirect location, body).  Maps every failure."""
+        import http.client                   # here, not at import: it pulls in ssl and email (~35 ms)
+        import ssl
+        parts = urllib.parse.urlsplit(url)
+        scheme = parts.scheme.lower()
+        try:
+            host, port = parts.hostname, parts.port
+        except ValueError:
+            raise SymbolServerError("malformed URL (bad port)", path=_clean(url)) from None
+        if not host or scheme not in ("http", "https"):
+            raise SymbolServerError("malformed URL", path=_clean(url))
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise _Down(f"no time left (download limit {self.max_time:.0f} s or run budget)")
+        self.requests_made += 1
+        self.budget.start()
+        sock_timeout = min(self.timeout, remaining)
+        conn: http.client.HTTPConnection
+        if scheme == "https":
+            conn = http.client.HTTPSConnection(host, port, timeout=sock_timeout, context=ssl.create_default_context())
+        else:
+            conn = http.client.HTTPConnection(host, port, timeout=sock_timeout)
+        target = parts.path or "/"
+        if parts.query:
+            target += "?" + parts.query
+        with _Watchdog(conn, remaining) as dog:
+            try:
+                try:
+                    conn.connect()
+                except (socket.timeout, TimeoutError):
+                    raise _Down(f"connect timed out after {sock_timeout:.1f} s") from None
+                except ssl.SSLError as exc:
+                    raise _Down(f"TLS failure: {type(exc).__name__}") from None
+                except OSError as exc:
+                    if dog.fired:
+                        raise _Down(f"no connection within {remaining:.1f} s") from None
+                    raise _Down(f"cannot connect: {type(exc).__name__}"
+                                f"{': ' + _clean(exc.strerror, 80) if exc.strerror else ''}") from None
+                conn.putrequest("GET", target, skip_accept_encoding=True)
+                conn.putheader("User-Agent", self.user_agent)
+                conn.putheader("Accept-Encoding", "gzip")
+                conn.endheaders()
+                resp = conn.getresponse()
+                status = resp.status
+                if status in _REDIRECTS:
+                    location = resp.getheader("Location")
+                    resp.close()
+                    return status, location, b""
+                if status in (404, 410):
+                    raise _Missing(f"HTTP {status}")
+                if status >= 500 or status == 429:
+                    raise _Transient(f"HTTP {status}")
+                if status >= 400:
+                    raise _Missing(f"HTTP {status}")
+                if not 200 <= status < 300:
+                    raise SymbolServerError(f"unexpected HTTP status {status}", path=url)
+                _content_length(resp.getheader("Content-Length"), url, limit)
+                body = self._read_body(resp, conn, url, limit, deadline, dog)
+                if dog.fired:
+                    raise _Down(f"download did not finish within {remaining:.1f} s")
+            except (_Missing, _Transient, _Down, SymbolServerError):
+                raise
+            except (socket.timeout, TimeoutError):
+                raise _Down(f"no answer within {sock_timeout:.1f} s (timed out)") from None
+            except http.client.HTTPException as exc:
+                if dog.fired:
+                    raise _Down(f"download did not finish within {remaining:.1f} s") from None
+                raise SymbolServerError(f"the server's reply is not valid HTTP ({type(exc).__name__})",
+                                        path=url) from None
+            except ssl.SSLError as exc:
+                raise _Down(f"TLS failure: {type(exc).__name__}") from None
+            except OSError as exc:
+                if dog.fired:
+                    raise _Down(f"download did not finish within {remaining:.1f} s") from None
+                raise _Transient(f"connection failed: {type(exc).__name__}") from None
+            except (ValueError, LookupError, UnicodeError) as exc:     # a header the client cannot digest
+                raise SymbolServerError(f"the server's reply cannot be read ({type(exc).__name__})",
+                                        path=url) from None
+            finally:
+                conn.close()
+        return status, None, body
+
+    def _read_body(self, resp: http.client.HTTPResponse, conn: http.client.HTTPConnection, url: str, limit: int,
+                   deadline: float, dog: _Watchdog) -> bytes:
+        chunks = []
+        got = 0
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or dog.fired:
+                raise _Down(f"download slower than the {self.max_time:.0f} s limit")
+            if conn.sock is not None:
+                conn.sock.settimeout(min(self.timeout, left))
+            chunk = resp.read1(1 << 16)
+            if not chunk:
+                break
+            got += len(chunk)
+            if got > limit:
+                raise SymbolServerError(f"body exceeds the limit of {limit} bytes", path=url)
+            chunks.append(chunk)
+        body = b"".join(chunks)
+        if (resp.getheader("Content-Encoding") or "").strip().lower() == "gzip":
+            try:
+                d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                body = d.decompress(body, limit + 1)
+            except zlib.error:
+                raise SymbolServerError("bad gzip body", path=url) from None
+            if len(body) > limit:
+                raise SymbolServerError(f"body exceeds the limit of {limit} bytes", path=url)
+        return body
 
     # ------------------------------------------------------------------ SymSrv protocol
     def url_for(self, name: str, key: str, filename: str) -> str:
@@ -260,6 +479,13 @@ class SymbolServer:
             return FetchResult(None, "offline", "network disabled (offline mode)")
         if (self.url, name, key) in self.negative:
             return FetchResult(None, "cached-miss", "recently not found on this server (negative cache)")
+        if self.down is not None:
+            return FetchResult(None, "error", f"server marked down earlier in this run ({self.down})")
+        failed = self.negative.failure((self.url, name, key))
+        if failed is not None:
+            return FetchResult(None, "error", f"failed recently, not asked again: {failed}")
+        if self.budget.spent:
+            return FetchResult(None, "error", f"the network budget of {self.budget.seconds:.0f} s for this run is spent")
         result = FetchResult(None, "missing")
         validate = _validator(kind)
         errors = []
@@ -275,6 +501,8 @@ class SymbolServer:
             except SymbolServerError as exc:
                 result.requests.append(f"GET {url} -> error: {exc.message}")
                 errors.append(exc.message)
+                if self.down is not None or self.budget.spent:
+                    break                     # the other forms would fail the same way
                 continue
             result.requests.append(f"GET {url} -> {len(body)} bytes")
             if form == "file.ptr":
@@ -291,8 +519,8 @@ class SymbolServer:
                     continue
                 try:
                     data = extract_single(body, self.max_bytes, path=url)
-                except Exception as exc:      # SymbolError from the CAB reader
-                    errors.append(f"{fname}: {exc}")
+                except SymbolError as exc:    # the CAB reader's own errors
+                    errors.append(f"{fname}: {exc.message}")
                     continue
             else:
                 data = body
@@ -305,6 +533,7 @@ class SymbolServer:
             return result
         if errors:
             result.status, result.detail = "error", "; ".join(errors)
+            self.negative.add_failure(self.url, name, key, result.detail[:300], self.failure_ttl)
         else:
             result.detail = "HTTP 404 for every form"
             self.negative.add(self.url, name, key)
@@ -313,24 +542,28 @@ class SymbolServer:
     def _follow_ptr(self, body: bytes, result: FetchResult) -> Tuple[Optional[bytes], str]:
         text = body.decode("utf-8", "replace").strip()
         if text.upper().startswith("MSG:"):
-            return None, "MSG:" + text[4:].strip()
+            return None, "MSG:" + _clean(text[4:].strip(), 200)
         if not text.upper().startswith("PATH:"):
-            return None, f"file.ptr has unknown content {text[:60]!r}"
+            return None, f"file.ptr has unknown content {_clean(text, 60)!r}"
         target = text[5:].strip()
+        shown = _clean(target, 120)
         parts = urllib.parse.urlsplit(target)
         if parts.scheme.lower() not in ("http", "https"):
-            return None, f"file.ptr points to {target[:120]!r}, which is not reachable over HTTP from here"
+            return None, f"file.ptr points to {shown!r}, which is not reachable over HTTP from here"
         try:
             data = self._get(target, self.max_bytes)
-        except (_Missing, SymbolServerError) as exc:
-            result.requests.append(f"GET {target} (file.ptr) -> {exc}")
-            return None, f"file.ptr target {target[:120]!r}: {exc}"
-        result.requests.append(f"GET {target} (file.ptr) -> {len(data)} bytes")
+        except _Missing as exc:
+            result.requests.append(f"GET {shown} (file.ptr) -> {exc}")
+            return None, f"file.ptr target {shown!r}: {exc}"
+        except SymbolServerError as exc:
+            result.requests.append(f"GET {shown} (file.ptr) -> error: {exc.message}")
+            return None, f"file.ptr target {shown!r}: {exc.message}"
+        result.requests.append(f"GET {shown} (file.ptr) -> {len(data)} bytes")
         if data.startswith(CAB_MAGIC):
             try:
-                data = extract_single(data, self.max_bytes, path=target)
-            except Exception as exc:
-                return None, f"file.ptr target {target[:120]!r}: {exc}"
+                data = extract_single(data, self.max_bytes, path=shown)
+            except SymbolError as exc:
+                return None, f"file.ptr target {shown!r}: {exc.message}"
         return data, "file.ptr"
 
     def __repr__(self) -> str:

@@ -39,7 +39,7 @@ from .cab import CAB_MAGIC, extract_single
 from .names import (UnsafeNameError, as_guid, check_key, check_name, compressed_name, image_key,
                     pdb_key)
 from .pdb import Pdb
-from .server import DEFAULT_MAX_BYTES, NegativeCache, SymbolServer, network_disabled
+from .server import DEFAULT_MAX_BYTES, NegativeCache, RunBudget, SymbolServer, network_disabled
 
 PDB, IMAGE = "pdb", "image"
 
@@ -423,6 +423,9 @@ def _search_local_store(store: LocalStore, req: _Request, dest: Optional[LocalSt
 
 
 # ---------------------------------------------------------------------- the symbol path
+DEFAULT_BUDGET = 300.0     #: seconds of network time one SymbolPath may spend (all servers together)
+
+
 class SymbolPath:
     """A parsed ``_NT_SYMBOL_PATH`` with identity-checked lookups.
 
@@ -430,6 +433,9 @@ class SymbolPath:
     server request; ``server_options`` go to each :class:`SymbolServer`
     (``timeout``, ``retries``, ``backoff``, ``max_bytes``, ``order``...).
     ``negative_cache_file`` keeps misses between runs (expiry ``negative_ttl`` seconds).
+    ``budget`` (seconds, default 300; None for no limit) bounds the network time of the
+    whole run, shared by all servers; a server that fails to connect or times out once
+    is not asked again by this symbol path.
     """
 
     def __init__(self, text: str = "", *, offline: Optional[bool] = None,
@@ -440,6 +446,8 @@ class SymbolPath:
         self.text = text
         self._offline = offline
         self.negative = NegativeCache(negative_cache_file, negative_ttl)
+        budget = server_options.pop("budget", DEFAULT_BUDGET)
+        self.budget = budget if isinstance(budget, RunBudget) else RunBudget(budget)
         self.server_options = server_options
         self.servers: List[SymbolServer] = []
         self.entries: List[Union[FolderEntry, ChainEntry]] = []
@@ -466,7 +474,8 @@ class SymbolPath:
 
     # ------------------------------------------------------------------ parsing
     def _server(self, url: str) -> SymbolServer:
-        s = SymbolServer(url, offline=self._offline, negative_cache=self.negative, **self.server_options)
+        s = SymbolServer(url, offline=self._offline, negative_cache=self.negative, budget=self.budget,
+                         **self.server_options)
         self.servers.append(s)
         return s
 
