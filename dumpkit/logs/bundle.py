@@ -302,6 +302,16 @@ _PARSERS: Dict[str, Callable[[BinaryIO, str, str], Parsed]] = {
 }
 
 
+class _ParserBug(Exception):
+    """A log parser raised something other than its own errors: a bug, carried past the
+    "damage is a finding" handlers of the zip code and re-raised by :func:`open_bundle`."""
+
+
+#: what reading a damaged member raises (zipfile, zlib, the salvage reader, the file system);
+#: the parsers' own complaint is TextParseError.  Anything else from a parser is a bug.
+_READ_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, RuntimeError, NotImplementedError)
+
+
 def _parse_member(bundle: LogBundle, bf: BundleFile, stream: BinaryIO, limit: int) -> int:
     """Parse one member from ``stream``; returns the bytes consumed."""
     bounded = _Bounded(stream, limit)
@@ -310,9 +320,11 @@ def _parse_member(bundle: LogBundle, bf: BundleFile, stream: BinaryIO, limit: in
     except TextParseError as e:
         bf.problem = e.message
         bundle.problems.append(BundleProblem(bf.path, "parse", e.message))
-    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, RuntimeError, NotImplementedError, ValueError) as e:
+    except _READ_ERRORS as e:
         bf.problem = f"{type(e).__name__}: {e}"
         bundle.problems.append(BundleProblem(bf.path, "unreadable", bf.problem))
+    except Exception as e:  # noqa: BLE001 - re-raised as itself by open_bundle
+        raise _ParserBug(bf.path) from e
     finally:
         bounded.close()
     decode = getattr(bf.parsed, "decode", None)
@@ -402,9 +414,29 @@ def _open_zip(zf: zipfile.ZipFile, bundle: LogBundle, limits: Dict[str, int]) ->
     for info in infos:
         try:
             total += _zip_member(zf, info, bundle, limits, total)
+        except _ParserBug:
+            raise
         except Exception as e:  # noqa: BLE001 - zipfile internals fail in many ways on damaged headers
             bundle.problems.append(BundleProblem(str(getattr(info, "filename", "")), "unreadable",
                                                  f"{type(e).__name__}: {e}"))
+
+
+def _refuse_member(bundle: LogBundle, bf: BundleFile, usize: int, csize: int, total: int,
+                   limits: Dict[str, int]) -> bool:
+    """The size limits every member meets before it is read (normal and salvage paths alike)."""
+    why = None
+    if usize > limits["max_member"]:
+        bf.problem = "declared size over the limit"
+        why = f"declares {usize:,} bytes (limit {limits['max_member']:,}); not read"
+    elif usize > _RATIO_MIN_BYTES and usize > MAX_RATIO * max(1, csize):
+        bf.problem = "compression ratio too high"
+        why = f"{usize:,} bytes from {csize:,} compressed (zip bomb?); not read"
+    elif total + usize > limits["max_total"]:
+        bf.problem = "bundle byte budget used up"
+        why = "bundle byte budget used up; not read"
+    if why:
+        bundle.problems.append(BundleProblem(bf.path, "too-large", why))
+    return why is not None
 
 
 def _zip_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, bundle: LogBundle, limits: Dict[str, int],
@@ -442,19 +474,7 @@ def _zip_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, bundle: LogBundle, l
         return 0
     if kind not in _PARSERS:
         return 0
-    if info.file_size > limits["max_member"]:
-        bf.problem = "declared size over the limit"
-        bundle.problems.append(BundleProblem(norm, "too-large", f"declares {info.file_size:,} bytes"
-                                                                 f" (limit {limits['max_member']:,}); not read"))
-        return 0
-    if info.file_size > _RATIO_MIN_BYTES and info.file_size > MAX_RATIO * max(1, info.compress_size):
-        bf.problem = "compression ratio too high"
-        bundle.problems.append(BundleProblem(norm, "too-large", f"{info.file_size:,} bytes from "
-                                                                 f"{info.compress_size:,} compressed (zip bomb?)"))
-        return 0
-    if total + info.file_size > limits["max_total"]:
-        bf.problem = "bundle byte budget used up"
-        bundle.problems.append(BundleProblem(norm, "too-large", "bundle byte budget used up; not read"))
+    if _refuse_member(bundle, bf, info.file_size, info.compress_size, total, limits):
         return 0
     try:
         stream = zf.open(info)
@@ -563,6 +583,32 @@ class _SalvageReader(io.RawIOBase):
         return out
 
 
+def _measure(data, start: int, method: int, limit: int) -> Tuple[int, int, Optional[int]]:
+    """(uncompressed bytes, compressed bytes, end offset or None) of a deflated member of unknown size.
+
+    Inflates without keeping the output; stops once the output passes ``limit`` or the
+    ratio limit (then the sizes returned are enough for the member to be refused).
+    """
+    if method != 8:
+        return 0, 0, None
+    d = zlib.decompressobj(-15)
+    pos, out, n = start, 0, len(data)
+    try:
+        while pos < n and not d.eof:
+            inp = data[pos:pos + (1 << 16)]
+            pos += len(inp)
+            while inp and not d.eof:
+                out += len(d.decompress(inp, 1 << 22))
+                inp = d.unconsumed_tail
+                used = pos - start - len(inp)
+                if out > limit or (out > _RATIO_MIN_BYTES and out > MAX_RATIO * max(1, used)):
+                    return out, used, None
+    except zlib.error:
+        return out, pos - start, None          # the parse reports the damage
+    used = pos - start - len(d.unused_data)
+    return out, used, (start + used) if d.eof else None
+
+
 def _salvage(data, bundle: LogBundle, limits: Dict[str, int]) -> None:
     """Recover members of a zip whose central directory is unusable, from the local headers."""
     pos = 0
@@ -615,13 +661,18 @@ def _salvage(data, bundle: LogBundle, limits: Dict[str, int]) -> None:
             bundle.dumps.append(DumpFile(f"{bundle.source}!{norm}", usize if known_size else None, _dump_kind(norm),
                                          _signature(head), phase == "rollback"))
         elif kind in _PARSERS:
-            if known_size and usize > limits["max_member"]:
-                bundle.problems.append(BundleProblem(norm, "too-large", f"declares {usize:,} bytes; not read"))
-            elif total >= limits["max_total"]:
+            if not known_size:
+                # sizes come after the data (a data descriptor): measure the member first, inflating
+                # without parsing, so the same limits apply before a byte of it is parsed
+                usize, csize, end = _measure(data, start, method, limits["max_member"])
+                if end is not None:
+                    next_pos = end
+            if total >= limits["max_total"]:
                 bundle.problems.append(BundleProblem(norm, "too-large", "bundle byte budget used up; not read"))
-            else:
+            elif not _refuse_member(bundle, bf, usize, csize, total, limits):
                 rd = _SalvageReader(data, start, csize if known_size else None, method, crc if known_size else None)
-                total += _parse_member(bundle, bf, rd, min(limits["max_member"], limits["max_total"] - total))
+                total += _parse_member(bundle, bf, rd, min(limits["max_member"], limits["max_total"] - total,
+                                                           usize + (1 << 20)))
                 if not known_size and rd.data_end is not None:
                     next_pos = rd.data_end
         pos = max(next_pos, off + 4)
@@ -638,8 +689,17 @@ def open_bundle(path: Union[str, "os.PathLike[str]", bytes], *, max_members: int
 
     Never raises for damaged content: problems are in ``bundle.problems``.
     Raises :class:`TextParseError` only when ``path`` does not exist or is
-    neither a folder nor a readable file.
+    neither a folder nor a readable file.  (An exception from a log parser that is
+    not its own error is a bug in dumpkit and is not hidden as "unreadable".)
     """
+    try:
+        return _open_bundle(path, max_members, max_member_bytes, max_total_bytes)
+    except _ParserBug as e:
+        raise e.__cause__ from None   # type: ignore[misc]
+
+
+def _open_bundle(path: Union[str, "os.PathLike[str]", bytes], max_members: int, max_member_bytes: int,
+                 max_total_bytes: int) -> LogBundle:
     limits = {"max_members": max_members, "max_member": max_member_bytes, "max_total": max_total_bytes}
     if isinstance(path, (bytes, bytearray, memoryview)):
         bundle = LogBundle("<zip bytes>", is_zip=True)
@@ -684,18 +744,47 @@ def open_bundle(path: Union[str, "os.PathLike[str]", bytes], *, max_members: int
     return bundle
 
 
+_EOCD = struct.Struct("<4sHHHHIIH")
+_EOCD64 = struct.Struct("<4sQHHIIQQQQ")
+
+
+def _declared_members(data) -> Optional[int]:
+    """The member count the end-of-central-directory record declares (read before zipfile builds a
+    ZipInfo per member, so an archive with too many members is turned away cheaply); None if absent."""
+    n = len(data)
+    tail_at = max(0, n - (_EOCD.size + 0xFFFF))
+    at = data.rfind(b"PK\x05\x06", tail_at)
+    if at < 0 or at + _EOCD.size > n:
+        return None
+    total = _EOCD.unpack_from(data, at)[4]
+    if total == 0xFFFF and at >= 20 and data[at - 20:at - 16] == b"PK\x06\x07":
+        (off64,) = struct.unpack_from("<Q", data, at - 12)
+        if off64 + _EOCD64.size <= n and data[off64:off64 + 4] == b"PK\x06\x06":
+            total = _EOCD64.unpack_from(data, off64)[7]
+    return total
+
+
 def _open_zip_data(data, bundle: LogBundle, limits: Dict[str, int], fileobj: Optional[BinaryIO] = None) -> None:
+    declared = _declared_members(data)
+    if declared is not None and declared > limits["max_members"]:
+        bundle.problems.append(BundleProblem("", "too-many", f"the archive declares {declared:,} members, over the "
+                                                              f"limit of {limits['max_members']:,}; not read"))
+        return
     try:
         zf = zipfile.ZipFile(fileobj if fileobj is not None else io.BytesIO(data))
     except Exception as e:  # noqa: BLE001 - any failure to read the directory: salvage instead
         bundle.problems.append(BundleProblem("", "bad-archive", f"{type(e).__name__}: {e}; trying to salvage"))
         try:
             _salvage(data, bundle, limits)
+        except _ParserBug:
+            raise
         except Exception as e2:  # noqa: BLE001 - salvage is best effort on hostile bytes
             bundle.problems.append(BundleProblem("", "bad-archive", f"salvage stopped: {type(e2).__name__}: {e2}"))
         return
     try:
         _open_zip(zf, bundle, limits)
+    except _ParserBug:
+        raise
     except Exception as e:  # noqa: BLE001 - damaged input must become a finding
         bundle.problems.append(BundleProblem("", "bad-archive", f"{type(e).__name__}: {e}"))
     finally:
