@@ -143,3 +143,73 @@ def test_stack_walks_end(stack, sp_slot):
     mods = ModuleList([Module("nt.exe", 0xFFFFF80000000000, 0x100000)])
     frames = walk_stack(R(), ctx, mods, max_frames=64, arch=by_name("arm64"))
     assert 1 <= len(frames) <= 64
+
+
+_ARM64_DUMP = {}
+
+
+def _arm64_dump(kind: str) -> bytes:
+    """The emulated ARM64 crash as a factory dump (built once per kind)."""
+    if kind not in _ARM64_DUMP:
+        pytest.importorskip("unicorn")
+        from fixtures.emulate_arm64 import run
+        from fixtures.factory_arm64 import write_emulated_dump
+        import tempfile
+        em = run()
+        with tempfile.TemporaryDirectory() as tmp:
+            path = f"{tmp}/a.dmp"
+            write_emulated_dump(path, em, kind=kind)
+            with open(path, "rb") as f:
+                _ARM64_DUMP[kind] = f.read()
+    return _ARM64_DUMP[kind]
+
+
+def _exercise(data: bytes) -> None:
+    """dumpkit.open and what `dumpkit info/modules/stack/analyze` touch; only DumpError may escape."""
+    import warnings
+
+    import dumpkit
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            d = dumpkit.open(data)
+        except DumpError:
+            return
+        with d:
+            d.info()
+            repr(d)
+            for what in (lambda: list(d.modules), lambda: d.contexts,
+                         lambda: d.stack("exception" if "exception" in d.contexts else None, max_frames=32,
+                                         offline=True)):
+                try:
+                    what()
+                except DumpError:
+                    pass
+
+
+@pytest.mark.parametrize("kind", ["full", "bitmap"])
+@settings(max_examples=int(os.environ.get("DUMPKIT_FUZZ_EXAMPLES", "40")) // 4 + 2, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture], derandomize=True)
+@given(offs=st.lists(st.integers(min_value=0, max_value=1 << 30), min_size=1, max_size=8),
+       value=st.sampled_from([0, 0xFFFFFFFF, 0x45474150, 0x1000, 0x00400007, 0xE4E4E4E4]))
+def test_public_api_on_mutated_arm64_dumps(kind, offs, value):
+    """Mutations anywhere in an ARM64 dump (header, context, page tables, .pdata/.xdata, stack)."""
+    data = bytearray(_arm64_dump(kind))
+    for off in offs:
+        off %= max(1, len(data) - 4)
+        data[off:off + 4] = value.to_bytes(4, "little")
+    _exercise(bytes(data))
+
+
+def test_mutated_arm64_unwind_data_and_page_tables():
+    """Targeted corruption: every byte of the image's .pdata/.xdata and of the top-level table."""
+    base = _arm64_dump("full")
+    # the level-0 table (PA 0x100000, the first page the factory allocates), the image's .xdata
+    # (RVA 0x2060 -> PA 0x103060) and .pdata (RVA 0x4000 -> PA 0x105000); a full dump stores PA
+    # 0x100000 at file offset 0x2000
+    for page_pa in (0x100000, 0x103000, 0x105000):
+        for off in range(0, 0x100, 4):
+            data = bytearray(base)
+            fo = 0x2000 + page_pa - 0x100000 + off
+            data[fo:fo + 4] = b"\xff\xff\xff\xff"
+            _exercise(bytes(data))
