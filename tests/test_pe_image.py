@@ -218,6 +218,15 @@ def test_mutated_headers_only_raise_dumpkit_errors(edits, region):
             pass
 
 
+def test_optional_header_too_small_for_pe32_plus_is_an_image_error():
+    """Regression (hypothesis): SizeOfOptionalHeader 0x61 with the PE32+ magic left too few bytes
+    for NumberOfRvaAndSizes (at 0x6c): a raw struct.error before."""
+    data = bytearray(_BASE_IMAGE)
+    data[148] = 97
+    with pytest.raises(ImageError, match="optional header too small"):
+        PEImage.from_bytes(bytes(data))
+
+
 @settings(max_examples=100, deadline=2000)
 @given(st.binary(min_size=0, max_size=0x600))
 def test_random_bytes_are_image_errors(blob):

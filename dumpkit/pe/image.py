@@ -294,6 +294,10 @@ class PEImage:
         else:
             raise ImageError(f"unknown optional header magic {magic:#x}", path=self._where(), offset=opt_off,
                              expected="0x20b (PE32+) or 0x10b (PE32)")
+        if len(opt) < ndir_off + 4:
+            raise ImageError(f"optional header too small for {'PE32+' if self.is_64 else 'PE32'} "
+                             f"({len(opt):#x} bytes)", path=self._where(), offset=opt_off,
+                             expected=f"at least {ndir_off + 4:#x} bytes (through NumberOfRvaAndSizes)")
         self.size_of_image = _U32.unpack_from(opt, 56)[0]
         self.size_of_headers = _U32.unpack_from(opt, 60)[0]
         self.checksum = _U32.unpack_from(opt, 64)[0]
