@@ -118,11 +118,12 @@ class ModuleList(Sequence[Module]):
         """The modules by address, like WinDbg's ``lm`` (``limit`` rows at most)."""
         rows = self._sorted if limit is None else self._sorted[:limit]
         w = max([len(m.windbg_name) for m in rows] + [8])
-        lines = ["start             end                 module name"]
+        ps = pointer_size_of([m.end for m in self._sorted])
+        lines = ["start             end                 module name" if ps == 8 else "start    end        module name"]
         for m in rows:
             ts = f"{m.timestamp:08x}" if m.timestamp is not None else "--------"
             tag = "  (unloaded)" if m.unloaded else ""
-            lines.append(f"{windbg_hex(m.base)} {windbg_hex(m.end)}   {m.windbg_name:<{w}}  {ts}  {m.name}{tag}")
+            lines.append(f"{windbg_hex(m.base, ps)} {windbg_hex(m.end, ps)}   {m.windbg_name:<{w}}  {ts}  {m.name}{tag}")
         if limit is not None and len(self._sorted) > limit:
             lines.append(f"... {len(self._sorted) - limit} more")
         return "\n".join(lines)
@@ -290,10 +291,18 @@ class Frame:
         return f"<Frame {self.index:02x} {self.call_site} sp={self.child_sp:#x} {self.trust}>"
 
 
-def windbg_hex(value: int) -> str:
-    """64-bit value the way WinDbg prints it: ``fffff804`0c9d08c2``."""
+def windbg_hex(value: int, pointer_size: int = 8) -> str:
+    """A pointer the way WinDbg prints it: ``fffff804`0c9d08c2`` (64-bit), ``8f801002`` (``pointer_size=4``)."""
+    if pointer_size == 4:
+        return f"{value & 0xFFFFFFFF:08x}"
     v = value & 0xFFFFFFFFFFFFFFFF
     return f"{v >> 32:08x}`{v & 0xFFFFFFFF:08x}"
+
+
+def pointer_size_of(addresses) -> int:
+    """4 when every address fits 32 bits and one is a 32-bit kernel address (>= 0x80000000), else 8."""
+    vals = [a for a in addresses if a]
+    return 4 if vals and all(a < 1 << 32 for a in vals) and any(a >= 0x80000000 for a in vals) else 8
 
 
 class Stack(List[Frame]):

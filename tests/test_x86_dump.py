@@ -105,12 +105,27 @@ def test_cli_info_modules_stack_analyze(dumps, capsys):
         assert main(["info", path, "--json"]) == 0
         info = json.loads(capsys.readouterr().out)
         assert info["machine"] == "x86" and info["dump_type"] == "triage"
+        assert main(["info", path]) == 0
+        out = capsys.readouterr().out
+        assert "  Arg1        c0000005" in out and "Machine       x86" in out        # 8-digit, as WinDbg
         assert main(["modules", path]) == 0
         out = capsys.readouterr().out
-        assert "ntlike32" in out and "drv32" in out
+        assert "start    end        module name" in out                                # WinDbg's x86 `lm`
+        assert "82400000 82405000   ntlike32" in out and "8f800000 8f805000   drv32" in out
         assert main(["stack", path, "--symbol-path", str(BIN32)]) == 0
         out = capsys.readouterr().out
         assert "ChildEBP RetAddr" in out and "drv32!DrvTouch+0x2" in out
         main(["analyze", path, "--symbol-path", str(BIN32)])
         out = capsys.readouterr().out
         assert "KERNEL_MODE_EXCEPTION_NOT_HANDLED (8e)" in out and "AV_drv32!DrvTouch" in out
+        assert "Arg1: c0000005, " in out and "READ_ADDRESS:  c0de0008" in out
+        # the analysis walks from the trap frame (STACK_COMMAND .trap; kb): x86 `k` lines, ChildEBP first
+        assert "STACK_COMMAND:  .trap 0x8b7ffda8 ; kb" in out and "OSPLATFORM_TYPE:  x86" in out
+        assert "8b7ffe18 8f80110a drv32!DrvTouch+0x2" in out
+        assert "8b7fffe4 00000000 ntlike32!KiThreadStartup+0xb" in out
+        # and the report reads back through the text parser as the same stack
+        from dumpkit.text import parse_text
+        pt = parse_text(out)
+        assert [f.call_site for f in pt.frames][:3] == ["drv32!DrvTouch+0x2", "drv32!DrvProcess+0xfa",
+                                                        "drv32!DrvInitialize+0x68"]
+        assert pt.registers.eip == 0x8F801002 and pt.registers.ecx == 0xC0DE0000

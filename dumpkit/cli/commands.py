@@ -58,7 +58,7 @@ def cmd_info(args) -> int:
         out.append(f"Uptime        {d.uptime if d.uptime is not None else 'not recorded'}")
         out.append(f"Bugcheck      {bc.code:#x} {bc.name or ''}".rstrip())
         for i, p in enumerate(bc.parameters, 1):
-            out.append(f"  Arg{i}        {p:016x}")
+            out.append(f"  Arg{i}        {p:0{2 * getattr(getattr(d, 'arch', None), 'pointer_size', 8)}x}")
         if info.get("process_name") or info.get("process_id") is not None:
             ids = ", ".join(f"{k} {info[key]:#x}" for k, key in (("pid", "process_id"), ("tid", "thread_id"))
                             if info.get(key) is not None)
@@ -93,18 +93,19 @@ def cmd_modules(args) -> int:
                                           if m.unload_time else None) for m in unl],
                         "schema_version": SCHEMA_VERSION})
             return _finish(d, reasons)
-        lines = ["start             end                 module name"]
+        ps = getattr(getattr(d, "arch", None), "pointer_size", 8)    # x86 `lm`: 8-digit addresses
+        lines = ["start             end                 module name" if ps == 8 else "start    end        module name"]
         width = max([len(m.windbg_name) for m in mods] + [8])
         for m in sorted(mods, key=lambda m: m.base):
             ts = f"{m.timestamp:08x}" if m.timestamp is not None else "--------"
-            lines.append(f"{windbg_hex(m.base)} {windbg_hex(m.end)}   {m.windbg_name:<{width}}  {ts}  "
+            lines.append(f"{windbg_hex(m.base, ps)} {windbg_hex(m.end, ps)}   {m.windbg_name:<{width}}  {ts}  "
                          f"{m.path or m.name}")
         if len(unl):
             lines.append("")
             lines.append("Unloaded modules:")
             for m in unl:
                 when = f"  unloaded {m.unload_time.isoformat()}" if m.unload_time else ""
-                lines.append(f"{windbg_hex(m.base)} {windbg_hex(m.end)}   {m.name}{when}")
+                lines.append(f"{windbg_hex(m.base, ps)} {windbg_hex(m.end, ps)}   {m.name}{when}")
         print("\n".join(lines))
         return _finish(d, reasons)
 

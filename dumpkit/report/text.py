@@ -5,7 +5,7 @@ from __future__ import annotations
 import textwrap
 from typing import Any, List, Optional
 
-from dumpkit.model import windbg_hex
+from dumpkit.model import pointer_size_of, windbg_hex
 
 __all__ = ["render_text"]
 
@@ -40,9 +40,18 @@ def _field(lines: List[str], name: str, value: Optional[str], sep: str = ":  ") 
     lines.append("")
 
 
+def _pointer_size(a: Any) -> int:
+    ctx = a.context
+    if ctx is not None and getattr(ctx, "POINTER_SIZE", None):
+        return int(ctx.POINTER_SIZE)
+    return pointer_size_of([f.child_sp for f in a.frames or ()])
+
+
 def render_text(a: Any) -> str:
-    """Render an Analysis in ``!analyze -v`` order."""
+    """Render an Analysis in ``!analyze -v`` order (8-digit pointers for a 32-bit crash, as WinDbg)."""
     L: List[str] = [_BANNER, ""]
+    ps = _pointer_size(a)
+    pw = 2 * ps
     code = a.bugcheck_code
     if code is not None:
         L.append(f"{a.bugcheck_name or 'UNKNOWN_BUGCHECK'} ({code:x})")
@@ -53,7 +62,7 @@ def render_text(a: Any) -> str:
         if a.parameter_text:
             L.append("Arguments:")
             for arg, value, text in a.parameter_text:
-                L.append(f"{arg}: {value:016x}, {text}".rstrip(", "))
+                L.append(f"{arg}: {value:0{pw}x}, {text}".rstrip(", "))
     L += ["", "Debugging Details:", "------------------", ""]
     if code is not None:
         b = code & 0xFFFF if (code & 0xF0000000) == 0x10000000 and not (code & 0x0FFF0000) else code
@@ -66,23 +75,23 @@ def render_text(a: Any) -> str:
             _field(L, key, a.fields[key])
     if f is not None and f.address is not None and f.access in ("read", "write"):
         region = f" {f.region}" if f.region else ""
-        _field(L, "READ_ADDRESS" if f.access == "read" else "WRITE_ADDRESS", f"{f.address:016x}{region}")
+        _field(L, "READ_ADDRESS" if f.access == "read" else "WRITE_ADDRESS", f"{f.address:0{pw}x}{region}")
     _field(L, "PROCESS_NAME", a.process_name)
     ctx = a.context
     if ctx is not None and ctx.regs:
         label = "TRAP_FRAME" if "trap" in ctx.source.lower() else "CONTEXT"
         cmd = ".trap" if label == "TRAP_FRAME" else ".cxr"
-        addr = f"{ctx.address:016x} -- ({cmd} 0x{ctx.address:x})" if ctx.address else f"-- ({cmd})"
+        addr = f"{ctx.address:0{pw}x} -- ({cmd} 0x{ctx.address:x})" if ctx.address else f"-- ({cmd})"
         L.append(f"{label}:  {addr}")
-        L.extend(_regs(ctx))
+        L.extend(ctx.render().splitlines() if ps == 4 and hasattr(ctx, "render") else _regs(ctx))
         d = a.fault_disasm
         if d is not None:
             if d.label:
                 L.append(f"{d.label}:")
             ea = ""
             if d.effective_address is not None:
-                ea = f" {d.segment or 'ds'}:{windbg_hex(d.effective_address)}={d.memory_value or '????????'}"
-            L.append(f"{windbg_hex(d.address)} {d.opcode.hex():<16}{d.text}{ea}")
+                ea = f" {d.segment or 'ds'}:{windbg_hex(d.effective_address, ps)}={d.memory_value or '????????'}"
+            L.append(f"{windbg_hex(d.address, ps)} {d.opcode.hex():<16}{d.text}{ea}")
         L += ["Resetting default scope", ""]
     if a.frames:
         L.append("STACK_TEXT:  ")
@@ -94,7 +103,12 @@ def render_text(a: Any) -> str:
                 L.append("WARNING: Stack unwind information not available. Following frames may be wrong.")
                 warned = True
             mark = "  [found by stack scan]" if scanned else ""
-            L.append(f"{windbg_hex(fr.child_sp)} {windbg_hex(fr.return_address)}     : {fr.call_site}{mark}")
+            if ps == 4:                  # x86 `k`: ChildEBP RetAddr Call Site
+                base = getattr(fr, "frame_base", None)
+                L.append(f"{(fr.child_sp if base is None else base) & 0xFFFFFFFF:08x} "
+                         f"{fr.return_address & 0xFFFFFFFF:08x} {fr.call_site}{mark}")
+            else:
+                L.append(f"{windbg_hex(fr.child_sp)} {windbg_hex(fr.return_address)}     : {fr.call_site}{mark}")
         L += ["", ""]
     _field(L, "SYMBOL_NAME", a.symbol_name)
     _field(L, "MODULE_NAME", a.module_name, ": ")
@@ -106,7 +120,7 @@ def render_text(a: Any) -> str:
     for key in ("OS_VERSION", "BUILDLAB_STR"):
         if key in a.fields:
             _field(L, key, a.fields[key])
-    _field(L, "OSPLATFORM_TYPE", "x64")
+    _field(L, "OSPLATFORM_TYPE", getattr(a.context, "arch", None) or ("x86" if ps == 4 else "x64"))
     _field(L, "FAILURE_ID_HASH", a.failure_id_hash)
     L.append(f"Followup:     {a.followup_owner}")
     L.append("---------")
