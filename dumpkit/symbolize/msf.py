@@ -136,29 +136,36 @@ class MsfFile:
         return block * self.block_size
 
     def _gather(self, blocks: List[int], size: int, what: str) -> bytes:
-        """Concatenate ``size`` bytes from ``blocks`` (each checked)."""
+        """Concatenate ``size`` bytes from ``blocks`` (each checked); runs of consecutive blocks
+        (the usual layout) are copied as one slice."""
         bs = self.block_size
-        out = bytearray(size)
-        pos = 0
+        need = -(-size // bs)
+        if len(blocks) < need:
+            raise self._err(f"{what}: {len(blocks)} blocks hold fewer than {size} bytes", None,
+                            f"{need} blocks")
         mv = self._mv
         fsize = self.file_size
-        for b in blocks:
-            if pos >= size:
-                break
-            off = self._block_offset(b, what)
-            n = min(bs, size - pos)
-            end = off + n
-            if end > fsize:
-                avail = max(0, fsize - off)
-                out[pos:pos + avail] = mv[off:off + avail]
-                raise self._err(f"{what}: block {b} runs past the end of the file (truncated)", off,
-                                f"{n} bytes")
-            out[pos:pos + n] = mv[off:end]
-            pos += n
-        if pos < size:
-            raise self._err(f"{what}: {len(blocks)} blocks hold fewer than {size} bytes", None,
-                            f"{-(-size // bs)} blocks")
-        return bytes(out)
+        nblocks = self.num_blocks
+        parts = []
+        i = 0
+        left = size
+        while i < need:
+            b = blocks[i]
+            if b >= nblocks or b == 0:
+                self._block_offset(b, what)                  # raises with the details
+            j = i + 1
+            while j < need and blocks[j] == blocks[j - 1] + 1 and blocks[j] < nblocks:
+                j += 1
+            off = b * bs
+            n = min((j - i) * bs, left)
+            if off + n > fsize:
+                bad = b + max(0, fsize - off) // bs          # the first block of the run that is cut
+                raise self._err(f"{what}: block {bad} runs past the end of the file (truncated)", bad * bs,
+                                f"{min(bs, off + n - bad * bs)} bytes")
+            parts.append(mv[off:off + n])
+            left -= n
+            i = j
+        return parts[0].tobytes() if len(parts) == 1 else b"".join(parts)
 
     def _parse_directory(self) -> None:
         bs = self.block_size
