@@ -87,6 +87,13 @@ class Dump:
         """(physical address, memoryview) for each maximal run of present pages, in file order, zero-copy."""
         return self._memory.iter_physical_runs()
 
+    def iter_page_batches(self, max_bytes: int = 4 << 20, copy: bool = False) -> Iterator[Tuple[Any, memoryview]]:
+        """``(pfns, data)`` batches over every present page in file order: ``pfns`` an int64 numpy
+        array of page frame numbers, ``data`` their pages back to back (a zero-copy view, or with
+        ``copy=True`` a reused buffer filled by ``preadv``), valid until the next batch.
+        See :meth:`dumpkit.memory.physical.PhysicalLayer.iter_page_batches`."""
+        return self._memory.need_physical().iter_page_batches(max_bytes, copy)
+
     def address_space(self, dtb: Optional[int] = None, la57: bool = False) -> Any:
         """The address space for ``dtb`` (the header's DirectoryTableBase by default), translated
         with the dump's architecture (x64: 4-level, or 5-level with ``la57``)."""

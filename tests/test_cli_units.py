@@ -95,3 +95,31 @@ def test_progress_only_on_a_terminal():
     p.update(100)
     p.close()
     assert "[" in tty.getvalue() and "50%" in tty.getvalue() and tty.getvalue().endswith("\r")
+
+
+def test_progress_eta_is_sane_from_the_first_frame():
+    """A scan whose first batch took long (opening, a cold start) and then runs at 1 GB/s:
+    every ETA drawn is '--' or within 25% of the true remaining time."""
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+    now = [100.0]
+    tty = Tty()
+    total = 10 * 10**9
+    p = Progress(total, stream=tty, label="x", clock=lambda: now[0])
+    now[0] += 30.0                                   # a slow start: 30 s before the first batch
+    done = 4 << 20
+    p.update(done)
+    etas = []
+    while done < total:
+        now[0] += 0.05
+        done = min(total, done + 50 * 10**6)         # 1 GB/s from here on
+        p.update(done)
+        frame = tty.getvalue().rsplit("\r", 1)[-1]
+        if "eta " in frame:
+            etas.append((frame.split("eta ")[1].strip(), (total - done) / 1e9))
+    p.close()
+    assert etas[0][0] == "--"
+    for shown, true in etas[1:]:
+        secs = float(shown[:-1]) * {"s": 1, "m": 60, "h": 3600}[shown[-1]]
+        assert abs(secs - true) <= max(1.0, 0.25 * true), (shown, true)

@@ -251,25 +251,47 @@ def cmd_scan(args) -> int:
         lowest: Optional[int] = None
         highest = 0
         interrupted = False
-        chunk = 16 << 20
         t0 = time.perf_counter()
         progress = Progress(total_pages * 4096, enabled=None if args.progress else False,
                             label=os.path.basename(d.path))
+        run_pfn = run_n = 0                      # the run the last batch ended in (it may go on)
         try:
-            for pa, mv in d.iter_physical_runs():
-                n_pages = len(mv) // 4096
+            # batches of pages contiguous in the file: numpy per batch, nothing per page or run
+            for pfns, data in d.iter_page_batches(4 << 20):
+                n = len(pfns)
+                rows = np.frombuffer(data, dtype=np.uint64).reshape(n, 512)
+                zero_pages += n - int(np.count_nonzero(rows.any(axis=1)))
+                pages += n
+                starts = np.flatnonzero(np.diff(pfns) != 1) + 1
+                lens = np.diff(np.concatenate(([0], starts, [n])))
+                first = int(pfns[0])
+                lo, hi = int(pfns.min()), int(pfns.max())
+                lowest = lo << 12 if lowest is None else min(lowest, lo << 12)
+                highest = max(highest, (hi + 1) << 12)
+                if run_n and first == run_pfn + run_n:          # the previous run goes on
+                    lens[0] += run_n
+                    head_pfn = run_pfn
+                else:
+                    head_pfn = first
+                    if run_n:
+                        runs += 1
+                        if run_n > largest[1]:
+                            largest = (run_pfn << 12, run_n)
+                if len(lens) > 1:                               # runs that end inside this batch
+                    done_lens = lens[:-1]
+                    runs += len(done_lens)
+                    k = int(np.argmax(done_lens))
+                    if int(done_lens[k]) > largest[1]:
+                        largest = ((head_pfn if k == 0 else int(pfns[starts[k - 1]])) << 12, int(done_lens[k]))
+                    run_pfn, run_n = int(pfns[starts[-1]]), int(lens[-1])
+                else:
+                    run_pfn, run_n = head_pfn, int(lens[0])
+                progress.update(pages * 4096)
+                del rows, data
+            if run_n:
                 runs += 1
-                if n_pages > largest[1]:
-                    largest = (pa, n_pages)
-                lowest = pa if lowest is None else min(lowest, pa)
-                highest = max(highest, pa + n_pages * 4096)
-                for o in range(0, n_pages * 4096, chunk):
-                    part = np.frombuffer(mv[o:o + chunk], dtype=np.uint64)
-                    rows = part.reshape(-1, 512)
-                    zero_pages += int(rows.shape[0] - np.count_nonzero(rows.any(axis=1)))
-                    pages += rows.shape[0]
-                    progress.update(pages * 4096)
-                del mv
+                if run_n > largest[1]:
+                    largest = (run_pfn << 12, run_n)
         except KeyboardInterrupt:
             interrupted = True
         finally:

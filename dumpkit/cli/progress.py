@@ -4,7 +4,7 @@ from __future__ import annotations
 import shutil
 import sys
 import time
-from typing import IO, Optional
+from typing import IO, Callable, Optional
 
 
 class Progress:
@@ -15,7 +15,7 @@ class Progress:
     """
 
     def __init__(self, total: int, *, stream: Optional[IO[str]] = None, enabled: Optional[bool] = None,
-                 label: str = "scan", rate: float = 10.0) -> None:
+                 label: str = "scan", rate: float = 10.0, clock: Callable[[], float] = time.perf_counter) -> None:
         self.stream = stream if stream is not None else sys.stderr
         if enabled is None:
             try:
@@ -26,28 +26,57 @@ class Progress:
         self.total = total
         self.done = 0
         self.label = label
-        self.start = time.perf_counter()
+        self._clock = clock
+        self.start = clock()
         self._interval = 1.0 / rate
         self._last = 0.0
         self._drawn = False
+        # the speed is measured from the first update on (opening and indexing are not part of
+        # it), and over the last few seconds once there are some, so the ETA is sane from the
+        # first frame and follows a scan that speeds up (cached part) or slows down (cold part)
+        self._t_first: Optional[float] = None
+        self._d_first = 0
+        self._window: list = []
 
     def update(self, done: int) -> None:
         self.done = done
         if not self.enabled:
             return
-        now = time.perf_counter()
+        now = self._clock()
+        if self._t_first is None:
+            # the first batch's time is unknown (it includes opening): measure from here on
+            self._t_first, self._d_first = now, done
+            self._window = [(now, done)]
+            self._last = now
+            self._draw(now)                  # 'eta --' until a speed has been measured
+            return
+        self._window.append((now, done))
+        while len(self._window) > 2 and now - self._window[1][0] >= 3.0:
+            self._window.pop(0)
         if now - self._last < self._interval and done < self.total:
             return
         self._last = now
         self._draw(now)
 
+    def speed(self, now: float) -> Optional[float]:
+        """Bytes per second over the last few seconds (None before two updates)."""
+        if not self._window or len(self._window) < 2:
+            return None
+        t0, d0 = self._window[0]
+        if now <= t0 or self.done <= d0:
+            return None
+        return (self.done - d0) / (now - t0)
+
     def _draw(self, now: float) -> None:
         width = shutil.get_terminal_size((80, 20)).columns
         frac = min(1.0, self.done / self.total) if self.total else 1.0
-        elapsed = max(now - self.start, 1e-9)
-        speed = self.done / elapsed
-        eta = (self.total - self.done) / speed if speed > 0 else 0.0
-        tail = f" {frac * 100:3.0f}%  {_gib(self.done)}/{_gib(self.total)}  {speed / 1e9:.2f} GB/s  eta {eta:.0f}s"
+        speed = self.speed(now)
+        if speed:
+            eta = (self.total - self.done) / speed
+            rate = f"{speed / 1e9:.2f} GB/s  eta {_duration(eta)}"
+        else:
+            rate = "-.-- GB/s  eta --"
+        tail = f" {frac * 100:3.0f}%  {_gib(self.done)}/{_gib(self.total)}  {rate}"
         bar_w = max(10, min(40, width - len(self.label) - len(tail) - 5))
         fill = int(bar_w * frac)
         line = f"{self.label} [{'#' * fill}{'.' * (bar_w - fill)}]{tail}"
@@ -74,6 +103,14 @@ class Progress:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _duration(s: float) -> str:
+    if s < 100:
+        return f"{s:.0f}s"
+    if s < 6000:
+        return f"{s / 60:.0f}m"
+    return f"{s / 3600:.1f}h"
 
 
 def _gib(n: float) -> str:

@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import bisect
 import warnings
-from typing import Callable, Iterator, List, Optional, Tuple
+from typing import TYPE_CHECKING, Callable, Iterator, List, Optional, Tuple
 
 from ..errors import CorruptDumpError, DumpWarning, MissingPageError
 from ..io import Source
+
+if TYPE_CHECKING:                        # numpy is imported where it is used, not at start-up
+    import numpy as np
 
 PAGE_SIZE = 0x1000
 PAGE_SHIFT = 12
@@ -84,25 +87,96 @@ class PhysicalLayer:
         off += pa & 0xFFF
         if off + 8 > self.source.size:
             self._truncated(pa, off, 8, False)
-        return int.from_bytes(self.source.buffer[off:off + 8], "little")
+        # pread for large files (Source.read_page): page-table walks touch pages all over the
+        # file, and reading them through the mapping would grow RSS with every one
+        return int.from_bytes(self.source.read_page(off, 8), "little")
+
+    # ------------------------------------------------------------------ streaming
+    def _rank_batches(self, pages: int) -> Iterator[Tuple["np.ndarray", int]]:
+        """(pfns, file offset) for consecutive batches of at most ``pages`` present pages, in file
+        order; each batch is contiguous in the file.  The pfns are an int64 numpy array (a
+        batch never holds a Python object per page).  Pages past a truncated end are cut."""
+        raise NotImplementedError
+
+    def _batches_in_file(self, pages: int) -> Iterator[Tuple["np.ndarray", int]]:
+        fsize = self.source.size
+        for pfns, off in self._rank_batches(pages):
+            avail = max(0, (fsize - off) // PAGE_SIZE)
+            if avail < len(pfns):
+                if avail:
+                    yield pfns[:avail], off
+                return
+            yield pfns, off
+
+    def iter_page_batches(self, max_bytes: int = 4 << 20, copy: bool = False
+                          ) -> Iterator[Tuple["np.ndarray", memoryview]]:
+        """``(pfns, data)`` over every present page, in file order, at most ``max_bytes`` per batch.
+
+        ``pfns`` is an int64 numpy array of page frame numbers; ``data`` holds their pages
+        back to back (``len(data) == len(pfns) * 4096``).  ``copy=False``: a zero-copy view
+        over the mapped file, valid until the next batch is asked for (its pages are dropped
+        from this process behind the scan, so RSS stays flat); ``copy=True``: the pages are
+        read with ``preadv`` into one reused buffer (nothing stays mapped), valid until the
+        next batch.  The kernel is asked to read the next batches ahead (``WILLNEED``).
+        """
+        pages = max(1, int(max_bytes) // PAGE_SIZE)
+        src = self.source
+        ahead = 2 * pages * PAGE_SIZE                     # read-ahead window past the batch
+        if copy:
+            buf = memoryview(bytearray(pages * PAGE_SIZE))
+            for pfns, off in self._batches_in_file(pages):
+                n = len(pfns) * PAGE_SIZE
+                src.prefetch(off + n, ahead)
+                out = buf[:n]
+                src.read_into(off, out)
+                yield pfns, out
+            return
+        mv = src.buffer
+        advised = 0
+        for pfns, off in self._batches_in_file(pages):
+            n = len(pfns) * PAGE_SIZE
+            if advised < off + n + ahead:
+                start = max(advised, off)
+                src.prefetch(start, off + n + ahead - start)
+                advised = off + n + ahead
+            src.populate(off, n)
+            yield pfns, mv[off:off + n]
+            src.release_pages(off, n)                     # the caller is done with it
 
     def iter_physical_runs(self) -> Iterator[Tuple[int, memoryview]]:
         """(physical address, memoryview) per maximal run of present pages, zero-copy, file order.
 
         Runs that extend past a truncated end are cut at the last whole page in the file.
+        Each run's pages are dropped from this process once the caller asks for the next.
         """
         mv = self.source.buffer
-        fsize = self.source.size
-        for pfn, count, off in self.iter_runs():
-            avail = min(count, max(0, (fsize - off) // PAGE_SIZE))
-            if avail <= 0:
-                return
-            # no MADV_SEQUENTIAL here: measured, it raised peak RSS from 84 MB to 586 MB on a
-            # 16 GiB dump (large read-ahead folios get mapped whole) for no gain in speed
-            yield pfn << PAGE_SHIFT, mv[off:off + avail * PAGE_SIZE]
-            self.source.release_pages(off, avail * PAGE_SIZE)     # the caller is done with it
-            if avail < count:
-                return
+        src = self.source
+        for pfn, count, off in self._iter_runs_in_file():
+            n = count * PAGE_SIZE
+            src.prefetch(off, n)
+            yield pfn << PAGE_SHIFT, mv[off:off + n]
+            src.release_pages(off, n)
+
+    def _iter_runs_in_file(self, batch_pages: int = 1 << 16) -> Iterator[Tuple[int, int, int]]:
+        """(first pfn, page count, file offset) of maximal runs (cut at a truncated end), found
+        from the page batches with numpy: the Python lists made per batch are bounded by it."""
+        import numpy as np
+        cur_pfn = cur_n = cur_off = 0
+        for pfns, off in self._batches_in_file(batch_pages):
+            breaks = np.flatnonzero(np.diff(pfns) != 1) + 1
+            starts = [0] + breaks.tolist()
+            ends = starts[1:] + [len(pfns)]
+            firsts = pfns[starts].tolist()
+            for k, s in enumerate(starts):
+                p = firsts[k]
+                if k == 0 and cur_n and p == cur_pfn + cur_n:   # batches are contiguous in the file
+                    cur_n += ends[0]
+                    continue
+                if cur_n:
+                    yield cur_pfn, cur_n, cur_off
+                cur_pfn, cur_n, cur_off = p, ends[k] - s, off + s * PAGE_SIZE
+        if cur_n:
+            yield cur_pfn, cur_n, cur_off
 
 
 class RunsLayer(PhysicalLayer):
@@ -133,6 +207,25 @@ class RunsLayer(PhysicalLayer):
 
     def iter_runs(self) -> Iterator[Tuple[int, int, int]]:
         return iter(self._file_runs)
+
+    def _rank_batches(self, pages: int) -> Iterator[Tuple["np.ndarray", int]]:
+        import numpy as np
+        parts: List["np.ndarray"] = []
+        have = 0
+        start_off = self._file_runs[0][2] if self._file_runs else 0
+        for base, count, off in self._file_runs:      # the runs are packed one after the other
+            done = 0
+            while done < count:
+                take = min(count - done, pages - have)
+                parts.append(np.arange(base + done, base + done + take, dtype=np.int64))
+                have += take
+                done += take
+                if have == pages:
+                    yield (parts[0] if len(parts) == 1 else np.concatenate(parts)), start_off
+                    start_off += have * PAGE_SIZE
+                    parts, have = [], 0
+        if have:
+            yield (parts[0] if len(parts) == 1 else np.concatenate(parts)), start_off
 
     def __repr__(self) -> str:
         return f"<RunsLayer {len(self._file_runs)} runs, {self.page_count:,} pages>"
@@ -187,36 +280,31 @@ class BitmapLayer(PhysicalLayer):
         r += (b & ((1 << (pfn & 7)) - 1)).bit_count()
         return self._first + (r << PAGE_SHIFT)
 
-    def iter_runs(self, chunk_bytes: int = 1 << 20) -> Iterator[Tuple[int, int, int]]:
-        """Maximal runs of set bits, found chunk by chunk with numpy (flat memory)."""
+    def iter_runs(self) -> Iterator[Tuple[int, int, int]]:
+        """Maximal runs of set bits (first pfn, count, file offset), found batch by batch with
+        numpy (flat memory: no list of run starts bigger than one batch)."""
+        return self._iter_runs_in_file()
+
+    def _rank_batches(self, pages: int, chunk_bytes: int = 1 << 16) -> Iterator[Tuple["np.ndarray", int]]:
         import numpy as np
         bm = self._bm_np
         n = len(bm)
-        offset = self._first
-        cur_start = -1
-        cur_len = 0
-        cur_off = 0
+        rank = 0                                       # present pages before the pending ones
+        pending = np.zeros(0, dtype=np.int64)
         for c0 in range(0, n, chunk_bytes):
-            bits = np.unpackbits(bm[c0:c0 + chunk_bytes], bitorder="little")
-            if not bits.any():
+            chunk = bm[c0:c0 + chunk_bytes]
+            if not chunk.any():
                 continue
-            padded = np.concatenate(([0], bits, [0])).astype(np.int8)
-            d = np.diff(padded)
-            starts = np.flatnonzero(d == 1)
-            ends = np.flatnonzero(d == -1)
-            base_pfn = c0 * 8
-            for s, e in zip(starts.tolist(), ends.tolist()):
-                pfn = base_pfn + s
-                length = e - s
-                if cur_len and cur_start + cur_len == pfn:       # continues across the chunk edge
-                    cur_len += length
-                    continue
-                if cur_len:
-                    yield cur_start, cur_len, cur_off
-                    offset = cur_off + cur_len * PAGE_SIZE
-                cur_start, cur_len, cur_off = pfn, length, offset
-        if cur_len:
-            yield cur_start, cur_len, cur_off
+            found = np.flatnonzero(np.unpackbits(chunk, bitorder="little"))
+            found += c0 * 8
+            pfns = np.concatenate((pending, found)) if len(pending) else found
+            full = len(pfns) - len(pfns) % pages
+            for i in range(0, full, pages):
+                yield pfns[i:i + pages], self._first + (rank << PAGE_SHIFT)
+                rank += pages
+            pending = pfns[full:]
+        if len(pending):
+            yield pending, self._first + (rank << PAGE_SHIFT)
 
     def __repr__(self) -> str:
         return f"<BitmapLayer {self._bits:,} page frames, {self.page_count:,} present>"
