@@ -6,8 +6,9 @@ written), then measures, each tool in its own process so peak RSS is its own:
 
 * open time (header + physical index);
 * 100k random 4 KiB page reads;
-* a sequential scan of every present page (GB/s), against plain ``readinto()`` of the
-  same bytes as the physical limit;
+* 1M random ``read_u64`` (the page-table walk's read) and the RSS they add;
+* a sequential scan of every present page (GB/s) of the sparse file, against plain ``readinto()``
+  (the hole reads as zeros without disk I/O: ``bench_scan.py`` measures the scan on real bytes);
 * peak RSS.
 
 Usage:  python benchmarks/bench_reader.py [--gib 16] [--present-mib 2] [--reads 100000] [--json out.json]
@@ -64,6 +65,16 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def _vmrss_mb() -> float:
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return 0.0
+
+
 def _random_pfns(path: str, n: int, seed: int = 11):
     import numpy as np
     # the present PFNs, recovered from the bitmap independently of either reader
@@ -92,13 +103,23 @@ def worker(tool: str, path: str, reads: int) -> dict:
             rd(pfn << 12, 4096)
         out["random_reads_s"] = time.perf_counter() - t0
         out["rss_after_reads_mb"] = _rss_mb()
+        # 1M random read_u64 (what every page-table walk does): RSS growth must stay small
+        import random as _r
+        rng = _r.Random(3)
+        picks = [(pfns[rng.randrange(len(pfns))] << 12) | (rng.randrange(512) << 3) for _ in range(1_000_000)]
+        rss0 = _vmrss_mb()
+        ru = d.physical.read_u64
+        t0 = time.perf_counter()
+        for pa in picks:
+            ru(pa)
+        out["read_u64_1m_s"] = time.perf_counter() - t0
+        out["read_u64_rss_growth_mb"] = _vmrss_mb() - rss0
         t0 = time.perf_counter()
         total = 0
         nz = 0
-        for _pa, mv in d.iter_physical_runs():
-            for i in range(0, len(mv), 1 << 20):
-                a = np.frombuffer(mv[i:i + (1 << 20)], dtype=np.uint64)
-                nz += int(a.any())
+        for _pfns, mv in d.iter_page_batches():
+            a = np.frombuffer(mv, dtype=np.uint64).reshape(-1, 512)
+            nz += int(np.count_nonzero(a.any(axis=1)))
             total += len(mv)
         out["scan_s"] = time.perf_counter() - t0
         out["scan_bytes"] = total
@@ -193,6 +214,10 @@ def report(res: dict) -> str:
     gbs = lambda x: x and x["scan_bytes"] / x["scan_s"] / 1e9  # noqa: E731
     row("sequential scan (GB/s)", gbs(dk), gbs(kp), lambda v: f"{v:.2f}", better_low=False)
     row("peak RSS (MB)", dk.get("peak_rss_mb"), kp.get("peak_rss_mb"), lambda v: f"{v:.0f}")
+    if dk.get("read_u64_1m_s") is not None:
+        g = dk["read_u64_rss_growth_mb"]
+        lines.append(f"{'1M random read_u64':<28}{dk['read_u64_1m_s']:>13.2f}s   RSS growth {g:.0f} MB "
+                     f"(goal < 100 MB: {'met' if g < 100 else 'NOT met'})")
     if ri:
         lines.append(f"{'readinto() limit (GB/s)':<28}{gbs(ri):>14.2f}   dumpkit scan = {gbs(dk) / gbs(ri) * 100:.0f}% of it")
     for t, v in r.items():
