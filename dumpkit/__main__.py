@@ -1,4 +1,5 @@
 """``python -m dumpkit``: the same as the ``dumpkit`` command."""
 from .cli import main
 
-raise SystemExit(main())
+if __name__ == "__main__":   # guarded: worker processes started by 'spawn' (dumpkit batch) import this module
+    raise SystemExit(main())

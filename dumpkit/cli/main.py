@@ -33,6 +33,8 @@ examples:
   dumpkit stack MEMORY.DMP --context exception --symbol-path srv*C:\\symbols*https://msdl.microsoft.com/download/symbols
   dumpkit read MEMORY.DMP nt+0x1000 L40          like WinDbg's db
   dumpkit text analyze.txt --json                analyze pasted WinDbg output ("-" = stdin)
+  dumpkit batch C:\Windows\Minidump cases\ --out triage   a whole corpus on a Dask cluster
+  dumpkit buckets triage --html triage.html       its buckets, culprits, builds and versions
 
 exit codes: 0 ok, 1 analysis incomplete (or the dump is cut short), 2 usage, 3 bad input file,
             130 interrupted (docs/cli.md has the table)
@@ -142,6 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
                                        "errors, rollback evidence and failed driver installs it finds.")
         s.add_argument("path", help="a log file, a folder of logs (read by content, recursively) or a zip")
         _common(s)
+    from .batch_cmds import register as _register_batch
+    _register_batch(sub, COMMANDS, _common)
     return p
 
 

@@ -800,3 +800,132 @@ def iter_bundle_logs(bundle: LogBundle) -> Iterator[Tuple[BundleFile, Parsed]]:
 
 __all__ = ["open_bundle", "LogBundle", "BundleFile", "BundleProblem", "DumpFile", "classify_path",
            "iter_bundle_logs", "MAX_MEMBERS", "MAX_MEMBER_BYTES", "MAX_TOTAL_BYTES"]
+
+
+# --------------------------------------------------------------------------- member access (dumpkit.batch)
+@dataclass(frozen=True)
+class ZipMember:
+    """One file in a zip, as :class:`ZipReader` lists it (directories are not listed)."""
+
+    name: str                      # path inside the zip, '/'-separated
+    size: Optional[int]            # declared uncompressed size (None: unknown, salvaged without sizes)
+    problem: str = ""              # why it cannot be read at all (encrypted, unsupported, unsafe name)
+    _ref: object = field(default=None, repr=False, compare=False)
+
+
+class ZipReader:
+    """The members of a zip file, each readable as a stream, also when the archive is damaged.
+
+    A readable central directory is used as is; otherwise the members are recovered from
+    their local headers (the salvage :func:`open_bundle` does).  :meth:`open` returns a
+    stream that hands out what can be decompressed and then raises (``zipfile.BadZipFile``
+    on a CRC mismatch, ``EOFError`` or ``zlib.error`` when the data ends early or is
+    corrupt), so a caller keeps the readable part of a damaged member.
+    """
+
+    def __init__(self, path: Union[str, "os.PathLike[str]"], *, max_members: int = MAX_MEMBERS) -> None:
+        self.path = os.fspath(path)
+        self.members: List[ZipMember] = []
+        self.problems: List[BundleProblem] = []
+        self.salvaged = False
+        self._file = open(self.path, "rb")  # noqa: SIM115 - closed by close()
+        self._mm = None
+        self._zf: Optional[zipfile.ZipFile] = None
+        try:
+            if os.fstat(self._file.fileno()).st_size == 0:
+                self.problems.append(BundleProblem("", "bad-archive", "empty file"))
+                return
+            self._mm = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
+            try:
+                self._zf = zipfile.ZipFile(self._file)
+                infos = self._zf.infolist()
+            except Exception as e:  # noqa: BLE001 - any failure to read the directory: salvage instead
+                self._zf = None
+                self.problems.append(BundleProblem("", "bad-archive", f"{type(e).__name__}: {e}; salvaged"))
+                self._scan_local_headers(max_members)
+                return
+            if len(infos) > max_members:
+                self.problems.append(BundleProblem("", "too-many", f"{len(infos)} members; only the first "
+                                                                  f"{max_members} looked at"))
+                infos = infos[:max_members]
+            for info in infos:
+                if info.filename.endswith("/"):
+                    continue
+                name = info.filename.replace("\\", "/")
+                problem = "unsafe member name (absolute or '..')" if _unsafe(info.filename) else ""
+                if info.flag_bits & 0x1:
+                    problem = problem or "encrypted member"
+                self.members.append(ZipMember(name, info.file_size, problem, info))
+        except BaseException:
+            self.close()
+            raise
+
+    def _scan_local_headers(self, max_members: int) -> None:
+        data = self._mm
+        pos, n = 0, len(data)
+        while len(self.members) < max_members:
+            off = data.find(_LOCAL_SIG, pos)
+            if off < 0 or off + _LOCAL.size > n:
+                break
+            (_sig, _ver, flags, method, _t, _d, crc, csize, usize, nlen, xlen) = _LOCAL.unpack_from(data, off)
+            start = off + 30 + nlen + xlen
+            if start > n:
+                break
+            raw_name = data[off + 30: off + 30 + nlen]
+            name = raw_name.decode("utf-8" if flags & 0x800 else "cp437", errors="replace").replace("\\", "/")
+            known = not (flags & 0x08)
+            pos = max(start + csize if known and csize else off + 4, off + 4)
+            if not name or name.endswith("/"):
+                continue
+            problem = ""
+            if _unsafe(name):
+                problem = "unsafe member name (absolute or '..')"
+            elif flags & 0x01:
+                problem = "encrypted member"
+            elif method not in (0, 8):
+                problem = f"compression method {method} not supported"
+            elif method == 0 and not known:
+                problem = "stored member without sizes"
+            ref = (start, csize if known else None, method, crc if known else None)
+            self.members.append(ZipMember(name, usize if known else None, problem, ref))
+        if self.members:
+            self.salvaged = True
+            self.problems.append(BundleProblem("", "salvaged", f"{len(self.members)} member(s) recovered from "
+                                                               "local headers"))
+
+    def open(self, member: ZipMember) -> BinaryIO:
+        """A stream of the member's bytes (see the class notes for damaged members)."""
+        if member.problem:
+            raise zipfile.BadZipFile(f"{member.name}: {member.problem}")
+        if self._zf is not None:
+            info = member._ref
+            stream = self._zf.open(info)  # type: ignore[arg-type]
+            if getattr(stream, "_expected_crc", None) is not None:
+                stream._expected_crc = None  # type: ignore[attr-defined]
+                return _CrcCheck(stream, info.CRC)  # type: ignore[union-attr,return-value]
+            return stream  # type: ignore[return-value]
+        start, csize, method, crc = member._ref  # type: ignore[misc]
+        return _SalvageReader(self._mm, start, csize, method, crc)  # type: ignore[return-value]
+
+    def close(self) -> None:
+        for obj in (self._zf, self._mm, self._file):
+            try:
+                if obj is not None:
+                    obj.close()
+            except Exception:  # noqa: BLE001 - closing never raises
+                pass
+        self._zf = self._mm = None
+
+    def __enter__(self) -> "ZipReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def is_zip_head(head: bytes) -> bool:
+    """True when these first bytes start a zip archive (a local header or an empty archive's end record)."""
+    return head[:4] in (_LOCAL_SIG, b"PK\x05\x06")
+
+
+__all__ += ["ZipReader", "ZipMember", "is_zip_head"]
