@@ -32,28 +32,28 @@ def read_png(data: bytes) -> np.ndarray:
     stride = width * bpp
     rows = raw.reshape(height, stride + 1)
     out = np.zeros((height, stride), dtype=np.uint8)
-    prev = np.zeros(stride, dtype=np.int32)
+    prev = bytes(stride)
     for y in range(height):
-        ftype, line = rows[y, 0], rows[y, 1:].astype(np.int32)
+        ftype, line = rows[y, 0], rows[y, 1:]
         if ftype == 0:
-            cur = line
+            cur = line.tobytes()
         elif ftype == 1:
-            cur = (np.cumsum(line.reshape(-1, bpp), axis=0) % 256).reshape(-1)
+            cur = (np.cumsum(line.reshape(-1, bpp).astype(np.int64), axis=0) % 256).astype(np.uint8).tobytes()
         elif ftype == 2:
-            cur = (line + prev) % 256
+            cur = ((line.astype(np.int32) + np.frombuffer(prev, np.uint8)) % 256).astype(np.uint8).tobytes()
         else:
-            cur = np.zeros(stride, dtype=np.int32)
+            raw_line, c = line.tobytes(), bytearray(stride)
             for x in range(stride):
-                a = cur[x - bpp] if x >= bpp else 0
+                a = c[x - bpp] if x >= bpp else 0
                 b = prev[x]
                 if ftype == 3:
-                    cur[x] = (line[x] + ((a + b) >> 1)) & 0xFF
+                    c[x] = (raw_line[x] + ((a + b) >> 1)) & 0xFF
                 else:
-                    c = prev[x - bpp] if x >= bpp else 0
-                    p = a + b - c
-                    pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
-                    pred = a if (pa <= pb and pa <= pc) else (b if pb <= pc else c)
-                    cur[x] = (line[x] + pred) & 0xFF
-        out[y] = cur
-        prev = cur.astype(np.int32)
+                    cc = prev[x - bpp] if x >= bpp else 0
+                    p = a + b - cc
+                    pa, pb, pc = abs(p - a), abs(p - b), abs(p - cc)
+                    c[x] = (raw_line[x] + (a if (pa <= pb and pa <= pc) else (b if pb <= pc else cc))) & 0xFF
+            cur = bytes(c)
+        out[y] = np.frombuffer(cur, np.uint8)
+        prev = cur
     return out.reshape(height, width, bpp)

@@ -40,6 +40,7 @@ MODULES: List[Tuple[str, str, bool]] = [
     ("dumpkit.symbolize", "dumpkit.symbolize: symbols", False),
     ("dumpkit.analysis.engine", "dumpkit.analysis: the verdict", False),
     ("dumpkit.analysis.kb", "dumpkit.analysis.kb: knowledge base", False),
+    ("dumpkit.batch", "dumpkit.batch: fleet triage", False),
     ("dumpkit.report", "dumpkit.report: renderers", False),
     ("dumpkit.text", "dumpkit.text: WinDbg text input", False),
     ("dumpkit.logs", "dumpkit.logs: setup logs", False),

@@ -10,6 +10,7 @@ the same paths on the workers (shared storage).
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import shutil
@@ -59,8 +60,10 @@ class BatchResult:
 
     def render_text(self) -> str:
         st = ", ".join(f"{k} {self.by_status[k]}" for k in STATUSES if self.by_status.get(k))
-        lines = [f"analysed {self.analysed} input(s) in {self.seconds:.1f} s on {self.workers} worker(s)"
-                 + (f" ({st})" if st else ""),
+        first = (f"analysed {self.analysed} input(s) in {self.seconds:.1f} s on {self.workers} worker(s)"
+                 + (f" ({st})" if st else "")) if self.workers else \
+            f"nothing new to analyse ({self.seconds:.1f} s; no cluster started)"
+        lines = [first,
                  f"skipped {self.skipped} already in the results; {self.duplicates} duplicate(s) counted, "
                  f"not analysed again" + (f"; {self.ignored} WER report(s) read" if self.ignored else ""),
                  f"results: {self.results}"]
@@ -232,6 +235,17 @@ def run(inputs: Union[PathLike, Sequence[PathLike]], out: PathLike, *, workers: 
         result = BatchResult(out=out, results=os.path.join(out, "results.parquet"))
         total0 = count_candidates(paths)
         prog = _Progress(progress)
+        source = walker.walk(paths)
+        first = next(source, None)            # nothing new to analyse: no cluster is started at all
+        if first is None:
+            cache.close()
+            shutil.rmtree(spool, ignore_errors=True)
+            result.skipped, result.duplicates, result.ignored = walker.skipped, walker.duplicates, walker.ignored
+            result.duplicate_paths = list(walker.duplicate_paths)
+            result.seconds = time.monotonic() - t0
+            result.scheduler = "none (nothing to analyse)"
+            return result
+        source = itertools.chain([first], source)
         client, cluster, own_client, threads, where, mem = _connect(workers, scheduler, memory_limit)
         result.workers, result.scheduler = threads, where
         from .sandbox import analyse_task, warm
@@ -245,7 +259,6 @@ def run(inputs: Union[PathLike, Sequence[PathLike]], out: PathLike, *, workers: 
         window = max(8, 4 * threads)
         pending: Dict[Any, Input] = {}
         ac = as_completed()
-        source = walker.walk(paths)
         exhausted = False
         token = uuid.uuid4().hex[:8]
 

@@ -315,7 +315,8 @@ class Walker:
                     continue
                 self.cache.put(StatCache.key(full, st), sha, kind, st.st_size)
             if self._admit(sha, full):
-                yield Input(full, kind, sha, st.st_size, full, wer=dict(wer) if kind in ("dump", "text") else {})
+                yield Input(full, kind, sha, st.st_size, os.path.abspath(full),
+                            wer=dict(wer) if kind in ("dump", "text") else {})
 
     # -- zips -----------------------------------------------------------------------------
     def _zip(self, path: str, st: os.stat_result) -> Iterator[Input]:

@@ -85,9 +85,10 @@ def analyse_job(job: Dict[str, Any]) -> Dict[str, Any]:
             time.sleep(10 ** 6)
         hog = os.environ.get(_HOG_ENV)
         if hog and hog in path:
+            import numpy as np
             hoard = []
-            while True:
-                hoard.append(bytearray(64 << 20))
+            while True:                       # address space, like a runaway allocation (not touched: fast)
+                hoard.append(np.empty(64 << 20, dtype=np.uint8))
         kind = job.get("kind")
         if kind == "log":
             row.update(status="skipped", error="a setup log, not a crash: give it to --logs to correlate it")
@@ -170,7 +171,7 @@ def child_main() -> int:
         except ValueError:
             continue
         row = analyse_job(job)
-        restart = row.pop("_restart", False)
+        restart = row.get("_restart", False)
         out.write(json.dumps(row, default=str) + "\n")
         out.flush()
         if restart:
@@ -318,8 +319,9 @@ class Sandbox:
                        error=f"the analysis process died ({how}) on this input")
             return _finish(row, t0, worker)
         row = json.loads(line)
-        if self.proc is not None and self.proc.poll() is not None:
-            self.kill()                           # it asked to be replaced (after a MemoryError)
+        if row.pop("_restart", False) or (self.proc is not None and self.proc.poll() is not None):
+            self.kill()                           # it is replaced after a MemoryError (it exits by itself)
+            self.restarts += 1
         row["worker"] = worker
         return row
 

@@ -57,6 +57,7 @@ def summarize(source: Any, *, top: Optional[int] = None) -> Dict[str, Any]:
     buckets = []
     for bid, rs in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0])):
         buckets.append({"failure_bucket_id": bid, "count": len(rs),
+                        "incomplete": sum(1 for r in rs if r.get("status") != "ok"),
                         "bugcheck_code": _hex(_most([r.get("bugcheck_code") for r in rs])),
                         "bugcheck_name": _most([r.get("bugcheck_name") for r in rs]),
                         "failure_id_hash": _most([r.get("failure_id_hash") for r in rs]),
@@ -88,8 +89,12 @@ def summarize(source: Any, *, top: Optional[int] = None) -> Dict[str, Any]:
     for (c, ts, ver), n in _top(vc, top):
         date = None
         if ts:
+            # since Windows 10 most binaries carry a hash, not a time, in TimeDateStamp (reproducible
+            # builds): a date is shown only when the value can be one
             try:
-                date = _dt.datetime.fromtimestamp(ts, _dt.timezone.utc).strftime("%Y-%m-%d")
+                when = _dt.datetime.fromtimestamp(ts, _dt.timezone.utc)
+                if _dt.datetime(1995, 1, 1, tzinfo=_dt.timezone.utc) <= when <= _dt.datetime.now(_dt.timezone.utc):
+                    date = when.strftime("%Y-%m-%d")
             except (OverflowError, OSError, ValueError):
                 date = None
         versions.append({"culprit": c, "timestamp": _hex(ts), "timestamp_date": date, "version": ver, "count": n})
@@ -136,9 +141,9 @@ def render_text(summary: Dict[str, Any]) -> str:
     lines = [f"{summary['rows']} input(s): {st or 'none'}", ""]
     if summary["buckets"]:
         lines.append("Buckets by count")
-        lines += _table(["count", "bucket", "culprit", "vendor", "example"],
-                        [(b["count"], b["failure_bucket_id"], b["culprit"] or "-", b["vendor"] or "-", b["example"])
-                         for b in summary["buckets"]])
+        lines += _table(["count", "incomplete", "bucket", "culprit", "vendor", "example"],
+                        [(b["count"], b["incomplete"] or "", b["failure_bucket_id"], b["culprit"] or "-",
+                          b["vendor"] or "-", b["example"]) for b in summary["buckets"]], right=(0, 1))
         lines.append("")
     if summary["culprits"]:
         lines.append("Culprit modules")
@@ -233,9 +238,10 @@ def render_html(summary: Dict[str, Any], *, title: str = "dumpkit buckets") -> s
     if s["buckets"]:
         parts.append("<h2>Buckets by count</h2>")
         parts.append(_bars([(b["failure_bucket_id"], b["count"]) for b in s["buckets"][:25]], color="multi"))
-        parts.append(_html_table(["count", "bucket", "bug check", "culprit", "vendor", "example"],
-                                 [(b["count"], b["failure_bucket_id"], b["bugcheck_code"], b["culprit"], b["vendor"],
-                                   b["example"]) for b in s["buckets"]]))
+        parts.append(_html_table(["count", "incomplete", "bucket", "bug check", "culprit", "vendor", "example"],
+                                 [(b["count"], b["incomplete"] or "", b["failure_bucket_id"], b["bugcheck_code"],
+                                   b["culprit"], b["vendor"], b["example"]) for b in s["buckets"]],
+                                 numeric=(0, 1)))
     if s["culprits"]:
         parts.append("<h2>Culprit modules</h2>")
         parts.append(_bars([(c["culprit"], c["count"]) for c in s["culprits"][:25]], color=_PALETTE[1]))
