@@ -26,6 +26,8 @@ from .rows import STATUSES, empty_row
 from .sandbox import DEFAULT_MEMORY_LIMIT, DEFAULT_TIME_LIMIT
 
 PathLike = Union[str, "os.PathLike[str]"]
+_CHUNK_INPUTS = 8                 #: inputs per task at most
+_CHUNK_BYTES = 64 << 20           #: ... and at most this many bytes of them
 
 
 @dataclass
@@ -248,7 +250,7 @@ def run(inputs: Union[PathLike, Sequence[PathLike]], out: PathLike, *, workers: 
         source = itertools.chain([first], source)
         client, cluster, own_client, threads, where, mem = _connect(workers, scheduler, memory_limit)
         result.workers, result.scheduler = threads, where
-        from .sandbox import analyse_task, warm
+        from .sandbox import analyse_chunk, warm
         try:                 # start the analysis processes while the inputs are being hashed
             per_worker = max((w.get("nthreads", 1) for w in client.scheduler_info().get("workers", {}).values()),
                              default=1)
@@ -257,24 +259,39 @@ def run(inputs: Union[PathLike, Sequence[PathLike]], out: PathLike, *, workers: 
             pass
         writer = PartWriter(out)
         window = max(8, 4 * threads)
-        pending: Dict[Any, Input] = {}
+        pending: Dict[Any, List[Input]] = {}
         ac = as_completed()
         exhausted = False
         token = uuid.uuid4().hex[:8]
 
+        # small inputs go several to a task (a triage dump takes tens of milliseconds, a task round
+        # trip about as much); never so many that a worker would sit idle on a small corpus
+        chunk = max(1, min(_CHUNK_INPUTS, total0 // max(1, 4 * threads)))
+
         def refill() -> None:
             nonlocal exhausted
             while not exhausted and len(pending) < window:
-                try:
-                    inp = next(source)
-                except StopIteration:
-                    exhausted = True
+                group: List[Input] = []
+                nbytes = 0
+                while len(group) < chunk and nbytes < _CHUNK_BYTES:
+                    try:
+                        inp = next(source)
+                    except StopIteration:
+                        exhausted = True
+                        break
+                    group.append(inp)
+                    nbytes += inp.size or 0
+                if not group:
                     return
-                job = inp.job()
-                job.update(symbol_path=sym, logs=logs_path, time_limit=float(time_limit), memory_limit=int(mem))
-                fut = client.submit(analyse_task, job, key=f"dumpkit-analyse-{inp.sha256[:16]}-{token}",
+                jobs = []
+                for inp in group:
+                    job = inp.job()
+                    job.update(symbol_path=sym, logs=logs_path, time_limit=float(time_limit),
+                               memory_limit=int(mem))
+                    jobs.append(job)
+                fut = client.submit(analyse_chunk, jobs, key=f"dumpkit-analyse-{group[0].sha256[:16]}-{token}",
                                     pure=False)
-                pending[fut] = inp
+                pending[fut] = group
                 ac.add(fut)
 
         def record(row: Dict[str, Any], inp: Input) -> None:
@@ -289,22 +306,26 @@ def run(inputs: Union[PathLike, Sequence[PathLike]], out: PathLike, *, workers: 
             refill()
             while pending:
                 fut = next(ac)
-                inp = pending.pop(fut)
+                group = pending.pop(fut)
                 try:
-                    row = fut.result()
-                except Exception as e:  # noqa: BLE001 - a lost worker, a cancelled task: the input gets a row
-                    row = empty_row(inp.job())
-                    row.update(status="error", error_type=type(e).__name__,
-                               error=f"the task failed on the cluster: {type(e).__name__}: {e}"[:2000])
-                record(row, inp)
-                if inp.spooled:
-                    try:
-                        os.unlink(inp.source)
-                    except OSError:
-                        pass
+                    rows = fut.result()
+                except Exception as e:  # noqa: BLE001 - a lost worker, a cancelled task: the inputs get rows
+                    rows = []
+                    for inp in group:
+                        row = empty_row(inp.job())
+                        row.update(status="error", error_type=type(e).__name__,
+                                   error=f"the task failed on the cluster: {type(e).__name__}: {e}"[:2000])
+                        rows.append(row)
+                for row, inp in zip(rows, group):
+                    record(row, inp)
+                    if inp.spooled:
+                        try:
+                            os.unlink(inp.source)
+                        except OSError:
+                            pass
                 refill()
                 done_n = result.analysed + walker.skipped + walker.duplicates + walker.ignored
-                total = max(total0 + walker.members - getattr(walker, "zips", 0), done_n + len(pending))
+                total = max(total0 + walker.members - walker.zips, done_n + sum(len(g) for g in pending.values()))
                 prog.update(done_n, total, result.analysed,
                             result.by_status.get("error", 0), result.by_status.get("timeout", 0))
             prog.update(result.analysed + walker.skipped + walker.duplicates + walker.ignored,
