@@ -331,6 +331,23 @@ def test_missing_extra_says_how_to_install(monkeypatch):
     assert "pip install 'dumpkit[batch]'" in str(ei.value.hint)
 
 
+def test_progress_on_a_terminal_only():
+    from dumpkit.batch.engine import _Progress
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    pipe, tty = io.StringIO(), Tty()
+    for stream in (pipe, tty):
+        p = _Progress(None, stream)
+        p.update(5, 20, 5, 1, 0, force=True)
+        p.close()
+    assert pipe.getvalue() == ""
+    line = tty.getvalue()
+    assert "batch 5/20" in line and "/s" in line and "1 error" in line and "eta" in line
+
+
 # the budgets last: they replace the analysis processes the other tests reuse
 def test_hanging_and_memory_hungry_inputs_fail_alone(client, corpus, tmp_path):
     triage = TRIAGE.read_bytes()
