@@ -305,6 +305,14 @@ def test_recognised_by_content(tmp_path):
     assert wer["wer_bucket"] == "0x3b_c0000005_ndis!ndisTestBucket" and wer["wer_app"] == "Windows"
 
 
+def test_a_dump_given_alone_keeps_its_wer_report(tmp_path):
+    from dumpkit.batch.inputs import StatCache, Walker
+    (tmp_path / "Report.wer").write_bytes(_wer_report())
+    (tmp_path / "x.dmp").write_bytes(SAMPLE.read_bytes())
+    got = list(Walker(str(tmp_path / "spool"), StatCache(None)).walk([str(tmp_path / "x.dmp")]))
+    assert len(got) == 1 and got[0].wer["wer_bucket"] == "0x3b_c0000005_ndis!ndisTestBucket"
+
+
 def test_zip_reader_salvages_a_cut_archive():
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:

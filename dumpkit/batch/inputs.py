@@ -250,7 +250,22 @@ class Walker:
             if os.path.isdir(p):
                 yield from self._walk_dir(p)
             else:
-                yield from self._files(os.path.dirname(p) or ".", [p], explicit=True)
+                # a dump given alone still gets the WER report beside it (its content is checked)
+                folder = os.path.dirname(p) or "."
+                try:
+                    beside = [os.path.join(folder, n) for n in os.listdir(folder)
+                              if n.lower() == "report.wer" and os.path.join(folder, n) != p]
+                except OSError:
+                    beside = []
+                wer: Dict[str, str] = {}
+                for b in beside[:1]:
+                    try:
+                        kind, text = recognise(_read_head(b))
+                    except OSError:
+                        continue
+                    if kind == "wer":
+                        wer = parse_wer_report(text or "")
+                yield from self._files(folder, [p], explicit=True, wer=wer)
 
     def _walk_dir(self, root: str) -> Iterator[Input]:
         visited = set()
@@ -267,10 +282,11 @@ class Walker:
             dirnames.sort()
             yield from self._files(dirpath, [os.path.join(dirpath, f) for f in sorted(filenames)])
 
-    def _files(self, folder: str, files: List[str], explicit: bool = False) -> Iterator[Input]:
+    def _files(self, folder: str, files: List[str], explicit: bool = False,
+               wer: Optional[Dict[str, str]] = None) -> Iterator[Input]:
         """One folder's files: WER reports first (they annotate the folder's dumps), then the rest."""
         recognised = []
-        wer: Dict[str, str] = {}
+        wer = dict(wer or {})
         for full in files:
             try:
                 st = os.stat(full)
