@@ -27,8 +27,35 @@ TRIAGE = str(ROOT / "fixtures" / "dumps" / "case2_mode0_triage.dmp")
 STACK_TXT = str(ROOT / "tests" / "data" / "text" / "case2_stack.txt")
 LOGS = str(ROOT / "tests" / "data" / "logs")
 
+def _batch_folder() -> str:
+    """A batch results folder that already has the sample's row: 'dumpkit batch SAMPLE' then has
+    nothing new to analyse (no cluster is started), and 'dumpkit buckets' has a row to summarize."""
+    import hashlib
+    import tempfile
+    import atexit
+    import shutil
+    d = tempfile.mkdtemp(prefix="dumpkit-batch-schema-")
+    atexit.register(shutil.rmtree, d, True)
+    try:
+        from dumpkit.batch.store import PartWriter
+    except ImportError:
+        return d
+    w = PartWriter(d)
+    w.add({"path": SAMPLE, "sha256": hashlib.sha256(open(SAMPLE, "rb").read()).hexdigest(), "status": "ok",
+           "bugcheck_code": 0x7E, "failure_bucket_id": "AV_lwfmgr!unknown_function", "culprit": "lwfmgr.sys",
+           "os_build": 19041, "culprit_timestamp": 0x5E8F1234})
+    w.add({"path": "garbage.bin", "sha256": "0" * 64, "status": "error", "error_type": "NotRecognised",
+           "error": "not a crash dump"})
+    w.close()
+    return d
+
+
+BATCH_DIR = _batch_folder()
+
 #: command -> list of argument lists (each run with --json); missing: [[COMMAND, SAMPLE]]
 INVOCATIONS = {
+    "batch": [["batch", SAMPLE, "--out", BATCH_DIR]],
+    "buckets": [["buckets", BATCH_DIR]],
     "analyze": [["analyze", SAMPLE], ["analyze", SAMPLE, "--extended", "--logs", LOGS], ["analyze", TRIAGE]],
     "text": [["text", STACK_TXT], ["text", STACK_TXT, "--extended", "--logs", LOGS]],
     "read": [["read", SAMPLE, "lwfmgr", "L40"], ["read", SAMPLE, "0", "10"]],

@@ -58,7 +58,8 @@ class BatchResult:
                 "seconds": round(self.seconds, 3), "rate": round(self.rate, 3), "workers": self.workers,
                 "scheduler": self.scheduler,
                 "errors": [{"path": p, "status": s, "error": e} for p, s, e in self.errors],
-                "duplicate_paths": [{"path": p, "same_as": q} for p, q in self.duplicate_paths[:50]]}
+                "duplicate_paths": [{"path": p, "same_as": q} for p, q in self.duplicate_paths[:50]],
+                "schema_version": _schema_version()}
 
     def render_text(self) -> str:
         st = ", ".join(f"{k} {self.by_status[k]}" for k in STATUSES if self.by_status.get(k))
@@ -78,6 +79,11 @@ class BatchResult:
     def __repr__(self) -> str:
         return (f"<BatchResult {self.out}: {self.analysed} analysed, {self.skipped} skipped, "
                 f"{self.duplicates} duplicates, {dict(self.by_status)}>")
+
+
+def _schema_version() -> str:
+    from ..schemas import SCHEMA_VERSION
+    return SCHEMA_VERSION
 
 
 class _Progress:

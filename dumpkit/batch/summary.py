@@ -117,7 +117,12 @@ def summarize(source: Any, *, top: Optional[int] = None) -> Dict[str, Any]:
 
     return {"rows": len(rows), "by_status": {s: by_status.get(s, 0) for s in STATUSES},
             "buckets": buckets, "culprits": culprits, "os_builds": builds, "culprit_versions": versions,
-            "bugchecks": bugchecks, "errors": errors, "wer": wer}
+            "bugchecks": bugchecks, "errors": errors, "wer": wer, "schema_version": _schema_version()}
+
+
+def _schema_version() -> str:
+    from ..schemas import SCHEMA_VERSION
+    return SCHEMA_VERSION
 
 
 # ------------------------------------------------------------------------------------ text

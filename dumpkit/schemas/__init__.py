@@ -25,6 +25,7 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 COMMAND_SCHEMAS: Dict[str, str] = {
     "analyze": "analysis", "text": "analysis", "info": "info", "modules": "modules", "stack": "stack",
     "read": "read", "scan": "scan", "symbols": "symbols", "logs": "logs",
+    "batch": "batch", "buckets": "buckets",
 }
 
 
