@@ -190,7 +190,7 @@ def test_stack_default_context_and_bad_contexts():
     p = dk("stack", FULL, "--context", "nosuch")
     assert_clean_error(p, 2)
     assert "available: " in p.err and "exception" in p.err
-    assert_clean_error(dk("stack", FULL, "--context", "0x1234"), 2)
+    assert_clean_error(dk("stack", FULL, "--context", "0x1234"), 3)       # an address the dump cannot read
 
 
 def test_stack_real_triage_from_the_exception():
@@ -258,8 +258,8 @@ def test_read_physical_and_missing_memory(basic):
     assert p.returncode == 1, p.err
     first = p.out.splitlines()[0]
     assert first.endswith("?? ?? ?? ?? ?? ?? ?? ??  ........????????") and "incomplete" in p.err
-    # physical on a triage dump is a usage error
-    assert_clean_error(dk("read", basic["triage"].path, "1000", "--physical"), 2)
+    # physical on a triage dump: a property of the file, so bad input (3), not usage (2)
+    assert_clean_error(dk("read", basic["triage"].path, "1000", "--physical"), 3)
     assert_clean_error(dk("read", FULL, "nosuchmodule"), 2)
 
 

@@ -132,11 +132,11 @@ def _pick_context(d, which: Optional[str]):
         raise
     try:
         return d.context(addr)
-    except MemoryReadError as exc:
-        raise CliError(f"{which}: {exc.message}", hint="give the address of a CONTEXT (.cxr) or KTRAP_FRAME (.trap)") \
-            from None
+    except MemoryReadError as exc:     # the address is well formed; the dump lacks it: bad input (3)
+        raise CliError(f"{which}: {exc.message}", code=EXIT_BAD_INPUT,
+                       hint="give the address of a CONTEXT (.cxr) or KTRAP_FRAME (.trap)") from None
     except DumpError as exc:
-        raise CliError(exc.message, hint=exc.hint) from None
+        raise CliError(exc.message, code=EXIT_BAD_INPUT, hint=exc.hint) from None
 
 
 def _looks_hex(s: str) -> bool:
@@ -180,7 +180,7 @@ def cmd_read(args) -> int:
         length = parse_length(args.length) if args.length else DEFAULT_READ_LENGTH
         if args.physical:
             if d.physical is None:
-                raise CliError(f"a {d.dump_type} dump holds no physical memory",
+                raise CliError(f"a {d.dump_type} dump holds no physical memory", code=EXIT_BAD_INPUT,
                                hint="read virtual addresses (drop --physical)")
 
             def read(pa: int, n: int) -> bytes:
