@@ -16,6 +16,44 @@ if str(ROOT) not in sys.path:          # make the `fixtures` package importable
     sys.path.insert(0, str(ROOT))
 
 SHARED = Path(os.environ.get("DUMPKIT_SHARED", ROOT.parent / "shared"))
+
+# ---- hypothesis profiles: DUMPKIT_HYPOTHESIS_PROFILE=ci (default) or nightly ---------------------------
+# ci: derandomised (the same examples every run, so a red CI is reproducible), each test's own budget.
+# nightly: random examples, NIGHTLY_FACTOR times each test's max_examples, a deadline on every example
+# (a slow example is a finding), and the example database on so a failure is replayed first next night.
+NIGHTLY_FACTOR = int(os.environ.get("DUMPKIT_NIGHTLY_FACTOR", "10"))
+NIGHTLY_DEADLINE_MS = 5000
+try:
+    from hypothesis import HealthCheck, settings as _hsettings
+
+    _hsettings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+    _hsettings.register_profile("nightly", derandomize=False, max_examples=1000, deadline=NIGHTLY_DEADLINE_MS,
+                                print_blob=True, suppress_health_check=[HealthCheck.too_slow])
+    HYPOTHESIS_PROFILE = os.environ.get("DUMPKIT_HYPOTHESIS_PROFILE", "ci")
+    _hsettings.load_profile(HYPOTHESIS_PROFILE)
+except ImportError:                       # hypothesis is a test extra; a bare checkout can still collect
+    HYPOTHESIS_PROFILE = "none"
+
+
+def pytest_report_header(config):
+    return f"hypothesis profile: {HYPOTHESIS_PROFILE} (DUMPKIT_HYPOTHESIS_PROFILE=ci|nightly)"
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under the nightly profile, widen every test's own @settings: a test's explicit values would
+    otherwise win over the profile (max_examples, derandomize=True...)."""
+    if HYPOTHESIS_PROFILE != "nightly":
+        return
+    done = set()
+    for item in items:
+        fn = getattr(item, "obj", None)
+        own = getattr(fn, "_hypothesis_internal_use_settings", None)
+        if own is None or id(fn) in done:
+            continue
+        done.add(id(fn))
+        deadline = own.deadline if own.deadline is not None else NIGHTLY_DEADLINE_MS
+        fn._hypothesis_internal_use_settings = _hsettings(
+            own, max_examples=own.max_examples * NIGHTLY_FACTOR, derandomize=False, deadline=deadline)
 REAL = SHARED / "data" / "real"
 
 

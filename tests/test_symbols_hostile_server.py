@@ -267,3 +267,13 @@ def test_message_in_file_ptr_is_sanitised(hostile):
     res = c.fetch("a.pdb", KEY)
     assert res.status == "message"                        # the message is shown, as printable ASCII only
     assert "\x1b" not in res.detail and "\x07" not in res.detail and all(" " <= c <= "~" for c in res.detail)
+
+
+def test_a_server_answering_5xx_to_everything_is_marked_down(hostile, capsys):
+    srv = hostile(_send(b"HTTP/1.1 503 Busy\r\nContent-Length: 0\r\n\r\n"))
+    c = _client(srv.url, retries=1, backoff=0.01)
+    for n in range(6):
+        assert c.fetch(f"f{n}.pdb", KEY).status == "error"
+    assert c.down is not None and "503" in c.down
+    assert c.requests_made == 6                      # 3 files x 2 tries, then no more
+    assert capsys.readouterr().err.count("is down") == 1

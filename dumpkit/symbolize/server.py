@@ -240,6 +240,7 @@ class _Watchdog:
 
 
 _REDIRECTS = (301, 302, 303, 307, 308)
+MAX_TRANSIENT_IN_A_ROW = 3     #: requests failing with 5xx/resets even after retries, then the server is down
 MAX_REDIRECTS = 5
 
 
@@ -300,6 +301,7 @@ class SymbolServer:
         self.quiet = quiet
         self.requests_made = 0
         self.down: Optional[str] = None          #: why the server was marked down in this run
+        self._failed_in_a_row = 0                #: requests that still failed (5xx, resets) after retries
 
     @property
     def offline(self) -> bool:
@@ -327,12 +329,17 @@ class SymbolServer:
                 raise SymbolServerError(f"the network budget of {self.budget.seconds:.0f} s for this run is spent",
                                         path=url)
             try:
-                return self._get_once(url, limit)
+                body = self._get_once(url, limit)
+                self._failed_in_a_row = 0
+                return body
             except _Down as exc:
                 self.mark_down(str(exc))
                 raise SymbolServerError(str(exc), path=url) from None
             except _Transient as exc:
                 if attempt >= self.retries:
+                    self._failed_in_a_row += 1
+                    if self._failed_in_a_row >= MAX_TRANSIENT_IN_A_ROW:
+                        self.mark_down(f"{exc} for {self._failed_in_a_row} requests in a row")
                     raise SymbolServerError(f"{exc} (after {attempt + 1} tries)", path=url) from None
                 delay = min(self.max_backoff, self.backoff * (2 ** attempt))
                 attempt += 1
@@ -404,6 +411,8 @@ class SymbolServer:
                     location = resp.getheader("Location")
                     resp.close()
                     return status, location, b""
+                if not 100 <= status <= 599:
+                    raise SymbolServerError(f"not a valid HTTP status ({status})", path=url)
                 if status in (404, 410):
                     raise _Missing(f"HTTP {status}")
                 if status >= 500 or status == 429:
