@@ -46,6 +46,7 @@ COLUMNS = [
     ("wer_report_id", "string", "Report.wer ReportIdentifier"),
     ("wer_signature", "string", "Report.wer problem signature (Sig[n].Name=Value; ...)"),
     ("seconds", "float64", "wall time of the analysis"),
+    ("cpu_seconds", "float64", "CPU time (user + system) the analysis process spent on it"),
     ("peak_rss_mb", "float64", "peak resident memory of the analysing process so far (MiB)"),
     ("worker", "string", "the worker that analysed it"),
     ("analysed_at", "timestamp", "when the row was made (UTC)"),

@@ -69,6 +69,15 @@ def _peak_rss_mb() -> Optional[float]:
     return round(kb / 1024.0 if sys.platform != "darwin" else kb / (1 << 20), 1)
 
 
+def _cpu() -> Optional[float]:
+    try:
+        import resource
+    except ImportError:
+        return None
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
 def analyse_job(job: Dict[str, Any]) -> Dict[str, Any]:
     """Analyse one input in this process and return its row (never raises)."""
     import warnings
@@ -78,6 +87,7 @@ def analyse_job(job: Dict[str, Any]) -> Dict[str, Any]:
 
     row = empty_row(job)
     t0 = time.perf_counter()
+    c0 = _cpu()
     path = job.get("path") or ""
     try:
         hang = os.environ.get(_HANG_ENV)
@@ -144,6 +154,8 @@ def analyse_job(job: Dict[str, Any]) -> Dict[str, Any]:
         row["status"] = "incomplete"
         row["incomplete_reasons"] = f"input damaged: {job['problem']}"
     row["seconds"] = round(time.perf_counter() - t0, 4)
+    c1 = _cpu()
+    row["cpu_seconds"] = None if c0 is None or c1 is None else round(c1 - c0, 4)
     row["peak_rss_mb"] = _peak_rss_mb()
     row["analysed_at"] = _utcnow()
     return row
@@ -157,7 +169,11 @@ def _utcnow() -> str:
 def child_main() -> int:
     """The analysis process: one JSON job per line in, one JSON row per line out."""
     out = os.fdopen(os.dup(sys.stdout.fileno()), "w", encoding="utf-8")
-    sys.stdout = sys.stderr                      # nothing else may write on the protocol stream
+    # nothing else may write on the protocol stream: Python-level prints and native libraries
+    # writing to file descriptor 1 both end up on stderr
+    sys.stdout.flush()
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    sys.stdout = sys.stderr
     limit = int(os.environ.get("DUMPKIT_BATCH_MEMORY_LIMIT", "0") or 0)
     if limit > 0:
         _limit_memory(limit)
