@@ -162,9 +162,13 @@ def local_cluster(workers: Optional[int] = None):
     one thread each, no dashboard, quiet logs."""
     require()
     from distributed import LocalCluster
+    import dask
     n = workers or os.cpu_count() or 1
-    return LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
-                        silence_logs=logging.ERROR)
+    # the workers' statistical profiler samples every thread many times a second: measurable CPU
+    # per dump when an analysis takes tens of milliseconds, and nobody looks at it here
+    with dask.config.set({"distributed.worker.profile.enabled": False}):
+        return LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
+                            silence_logs=logging.ERROR)
 
 
 def _connect(workers: Optional[int], scheduler: Any, memory_limit: Optional[int]):
