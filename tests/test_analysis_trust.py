@@ -112,3 +112,12 @@ def test_user_mode_bucket_keeps_the_image_extension():
     assert a.failure_bucket_id == "NULL_POINTER_WRITE_c0000005_AccessV.exe!main"
     assert a.failure_id_hash == "{1c59fc7c-49ca-7215-0582-702a810098c4}"
     assert (a.module_name, a.image_name) == ("AccessV", "AccessV.exe")
+
+
+def test_no_syscall_trap_frame_on_a_system_thread(real_triage):
+    # the real dump's thread is a system thread (its stack ends in nt!KiStartSystemThread, .expected.md):
+    # no system-service trap frame with a user-mode CS exists on it
+    import dumpkit
+    from dumpkit.analysis.dumpsource import syscall_trap_frame
+    with dumpkit.open(real_triage) as d:
+        assert syscall_trap_frame(d) is None

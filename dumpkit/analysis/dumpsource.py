@@ -37,7 +37,7 @@ def _exception(dump: Any) -> Optional[Dict[str, Any]]:
     p = bc.parameters
     i = _role_param(bc.base_code, "exception_record")
     if i is not None and p[i - 1]:
-        rec = exception_record_at(dump, p[i - 1])
+        rec = exception_record_at(getattr(dump, "kernel", dump), p[i - 1])
         if rec is not None:
             out: Dict[str, Any] = {"code": rec.code, "address": rec.address}
             if rec.parameters:
@@ -82,6 +82,37 @@ def cpu_vendor(dump: Any) -> Optional[str]:
     if not hits:
         return None
     return min(hits)[1].decode("ascii").strip()
+
+
+_KTRAP_FRAME_SIZE = 0x190
+_KTRAP_CS = 0x170            # KTRAP_FRAME.SegCs (x64)
+_USER_CS = (0x33, 0x23)      # 64-bit and WOW64 user code selectors
+
+
+def syscall_trap_frame(dump: Any) -> Optional[int]:
+    """Address of the system-service trap frame (user-mode CS) on the crashing thread's stack.
+
+    A bug check raised on the way back from a system call (0x4A: IRQL above zero at the
+    service exit) has no faulting instruction; WinDbg's analysis follows the trap frame the
+    service entry built for the thread, the one closest to the stack base with a user CS.
+    """
+    if getattr(getattr(dump, "arch", None), "pointer_size", 8) != 8:
+        return None
+    try:
+        from ..kernel.contexts import plausible_trap_frame, stack_ranges
+        k = dump.kernel
+        best = None
+        for start, end in stack_ranges(k):
+            if end - start < _KTRAP_FRAME_SIZE:
+                continue
+            buf = k.read_virtual(start, end - start, zero_fill=True)
+            for off in range(0, len(buf) - _KTRAP_FRAME_SIZE + 1, 16):
+                cs = int.from_bytes(buf[off + _KTRAP_CS:off + _KTRAP_CS + 2], "little")
+                if cs in _USER_CS and plausible_trap_frame(buf, off):
+                    best = start + off           # keep the highest: nearest the stack base
+        return best
+    except (DumpError, AttributeError, ImportError):
+        return None
 
 
 def analyze_dump(dump: Any, symbol_path: Any = None, *, offline: Optional[bool] = None) -> Analysis:
@@ -137,7 +168,13 @@ def analyze_dump(dump: Any, symbol_path: Any = None, *, offline: Optional[bool] 
             warnings.append(w)
     bc = dump.bugcheck
     vendor = cpu_vendor(dump) if bc.base_code == 0x124 else None
+    stack_command = None
+    if bc.base_code == 0x4A:
+        tf = syscall_trap_frame(dump)
+        if tf is not None:
+            stack_command = f".trap 0x{tf:x} ; kb"
     return analyze_parts(bc.code, bc.parameters, list(stack), modules=dump.modules, context=ctx, cpu_vendor=vendor,
                          fault_bytes=fault_bytes, process_name=process_name, fault_ip=fault_ip,
                          exception=_exception(dump), bugcheck_name=bc.name, module_versions=versions or None,
-                         ip_in_paged_code=ip_in_paged, source="dump", warnings=warnings)
+                         ip_in_paged_code=ip_in_paged, stack_command=stack_command, source="dump",
+                         warnings=warnings)
