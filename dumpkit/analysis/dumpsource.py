@@ -84,8 +84,6 @@ def cpu_vendor(dump: Any) -> Optional[str]:
     return min(hits)[1].decode("ascii").strip()
 
 
-_KTRAP_FRAME_SIZE = 0x190
-_KTRAP_CS = 0x170            # KTRAP_FRAME.SegCs (x64)
 _USER_CS = (0x33, 0x23)      # 64-bit and WOW64 user code selectors
 
 
@@ -99,15 +97,17 @@ def syscall_trap_frame(dump: Any) -> Optional[int]:
     if getattr(getattr(dump, "arch", None), "pointer_size", 8) != 8:
         return None
     try:
-        from ..kernel.contexts import plausible_trap_frame, stack_ranges
+        from ..arch.x64.frames import KTRAP_FRAME, plausible_trap_frame
+        from ..kernel.contexts import stack_ranges
+        size, cs_at = KTRAP_FRAME.SIZE, KTRAP_FRAME.SEG_CS      # the layout is defined once, in arch/x64
         k = dump.kernel
         best = None
         for start, end in stack_ranges(k):
-            if end - start < _KTRAP_FRAME_SIZE:
+            if end - start < size:
                 continue
             buf = k.read_virtual(start, end - start, zero_fill=True)
-            for off in range(0, len(buf) - _KTRAP_FRAME_SIZE + 1, 16):
-                cs = int.from_bytes(buf[off + _KTRAP_CS:off + _KTRAP_CS + 2], "little")
+            for off in range(0, len(buf) - size + 1, 16):
+                cs = int.from_bytes(buf[off + cs_at:off + cs_at + 2], "little")
                 if cs in _USER_CS and plausible_trap_frame(buf, off):
                     best = start + off           # keep the highest: nearest the stack base
         return best
