@@ -81,6 +81,19 @@ def test_dump_stack_matches_the_emulator(dumps, em, kind):
     assert [(f.instruction, f.child_sp) for f in st2] == [(e.eip, e.esp) for e in em.frames[3:]]
 
 
+def test_unloaded_drivers_from_the_32bit_kdbg(dumps):
+    """Full dumps: MmUnloadedDrivers through the KDBG (sign-extended pointers), most recent first;
+    triage dumps: the DUMP_UNLOADED_DRIVERS32 list."""
+    from fixtures.emulate32 import UNLOADED32
+    d = _open(dumps["full"])
+    assert d.kdbg is not None and d.kdbg.MmUnloadedDrivers >> 32 == 0xFFFFFFFF
+    got = [(m.name, m.base, m.end) for m in d.unloaded_modules]
+    assert got == [(n, s, e) for n, s, e, _t in reversed(UNLOADED32)]
+    assert d.find_module(0x8F700010).unloaded
+    t = _open(dumps["triage"])
+    assert [(m.name, m.base, m.end) for m in t.unloaded_modules] == [("oldflt.sys", 0x8F700000, 0x8F710000)]
+
+
 def test_analysis_from_the_dump_and_from_the_pasted_text_agree(dumps):
     d = _open(dumps["full"])
     a = dumpkit.analyze(d, str(BIN32), offline=True)
@@ -129,3 +142,18 @@ def test_cli_info_modules_stack_analyze(dumps, capsys):
         assert [f.call_site for f in pt.frames][:3] == ["drv32!DrvTouch+0x2", "drv32!DrvProcess+0xfa",
                                                         "drv32!DrvInitialize+0x68"]
         assert pt.registers.eip == 0x8F801002 and pt.registers.ecx == 0xC0DE0000
+
+
+def test_json_outputs_of_32bit_dumps_follow_the_schemas(dumps, capsys):
+    pytest.importorskip("jsonschema")
+    from dumpkit.cli.main import main
+    from dumpkit.schemas import validate
+    for kind in ("full", "triage"):
+        path = str(dumps[kind])
+        for cmd, schema, extra in (("info", "info", []), ("modules", "modules", []),
+                                   ("stack", "stack", ["--symbol-path", str(BIN32)]),
+                                   ("analyze", "analysis", ["--symbol-path", str(BIN32)])):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                main([cmd, path, "--json", *extra])
+            validate(json.loads(capsys.readouterr().out), schema)

@@ -11,6 +11,7 @@ Contexts (names as for 64-bit dumps):
 """
 from __future__ import annotations
 
+import struct
 from typing import Any, Dict, Optional, Tuple
 
 from ...errors import DumpError
@@ -26,11 +27,53 @@ _POINTERS = {0x8E: (2, "trap"), 0x7E: (3, "context"), 0x3B: (2, "context"), 0x10
 
 
 def load_modules32(k: Any) -> Tuple[ModuleList, ModuleList]:
-    """(loaded, unloaded): the triage driver list, or PsLoadedModuleList."""
+    """(loaded, unloaded): the triage driver lists, or PsLoadedModuleList and MmUnloadedDrivers."""
     if k.triage is not None:
         return triage_modules32(k.triage)
     return walk_loaded_modules32(k.read_virtual, k.header.ps_loaded_module_list, k.header.build, k.warn), \
-        ModuleList()
+        unloaded_from_kdbg32(k)
+
+
+MI_UNLOADED32 = 0x18             # MI_UNLOADED_DRIVERS (x86): UNICODE_STRING32, Start, End, CurrentTime
+MAX_UNLOADED32 = 50              # the kernel keeps the last 50
+
+
+def unloaded_from_kdbg32(k: Any) -> ModuleList:
+    """MmUnloadedDrivers through a plaintext KDBG (its 64-bit fields hold sign-extended x86 pointers),
+    most recent first; an empty list (and a warning when something is wrong) otherwise."""
+    from ...formats.header import filetime_to_datetime
+    from ...model import Module
+    kd = getattr(k, "kdbg", None)
+    if kd is None:
+        return ModuleList()
+    arr_var, last_var = kd.MmUnloadedDrivers, kd.MmLastUnloadedDriver
+    if not arr_var:
+        return ModuleList()
+    try:
+        arr = int.from_bytes(k.read_virtual(arr_var & 0xFFFFFFFF, 4), "little")
+        if not arr:
+            return ModuleList()
+        raw = k.read_virtual(arr, MI_UNLOADED32 * MAX_UNLOADED32, zero_fill=True)
+        last = int.from_bytes(k.read_virtual(last_var & 0xFFFFFFFF, 4), "little") if last_var else None
+    except DumpError as exc:
+        k.warn(f"MmUnloadedDrivers unreadable: {exc.message}")
+        return ModuleList()
+    if last is not None and last <= MAX_UNLOADED32:
+        order = [(last - 1 - i) % MAX_UNLOADED32 for i in range(MAX_UNLOADED32)]
+    else:
+        order = list(range(MAX_UNLOADED32))
+    out = []
+    for i in order:
+        ln, _mx, buf, start, end, when = struct.unpack_from("<HHIIIQ", raw, i * MI_UNLOADED32)
+        if not ln or not start or end <= start or start < 0x80000000 or end - start > 0x20000000 or ln > 1024:
+            continue
+        try:
+            name = k.read_virtual(buf, ln).decode("utf-16-le", errors="replace")
+        except DumpError:
+            name = f"unloaded_{start:x}"
+        out.append(Module(name=name, base=start, size=end - start, unloaded=True,
+                          unload_time=filetime_to_datetime(when)))
+    return ModuleList(out)
 
 
 def find_contexts32(k: Any) -> Dict[str, Context]:
