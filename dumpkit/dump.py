@@ -101,6 +101,10 @@ class Dump:
 
     def translate(self, va: int, dtb: Optional[int] = None) -> int:
         """Physical address of ``va``; TranslationError says why not (not present, paged out, missing)."""
+        if dtb is None:
+            sp = self._memory.__dict__.get("_default_space")
+            if sp is not None:
+                return sp.translate(va)            # the kernel's space, without the lookup by root
         return self._memory.translate(va, dtb)
 
     def read_virtual(self, va: int, size: int, *, dtb: Optional[int] = None, zero_fill: bool = False) -> bytes:

@@ -103,7 +103,9 @@ _PUB_RE = re.compile(r"S_PUB32 \[size = \d+\] `(.*)`\n\s+flags = ([^,]*), addr =
 
 @pytest.mark.slow
 @pytest.mark.skipif(LLVM_PDBUTIL is None, reason="llvm-pdbutil not installed (Debian package llvm)")
-def test_kernel_sized_pdb_lookups_match_llvm_pdbutil():
+def test_kernel_sized_pdb_lookups_match_llvm_pdbutil(request):
+    if "slow" not in (request.config.getoption("markexpr") or ""):
+        pytest.skip("opt-in (about 2 s): pytest -m slow")
     if not BIG.exists():
         pytest.skip(f"{BIG} not present (../shared is only on developer and CI machines)")
     text = subprocess.run([LLVM_PDBUTIL, "dump", "--publics", str(BIG)], check=True, capture_output=True,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import bisect
 import warnings
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Callable, Iterator, List, Optional, Tuple
 
 from ..errors import CorruptDumpError, DumpWarning, MissingPageError
@@ -90,6 +91,31 @@ class PhysicalLayer:
         # pread for large files (Source.read_page): page-table walks touch pages all over the
         # file, and reading them through the mapping would grow RSS with every one
         return int.from_bytes(self.source.read_page(off, 8), "little")
+
+    #: page-table pages kept by :meth:`table_page` (4 KiB each: 32 MiB), shared by every address space
+    TABLE_CACHE_PAGES = 8192
+
+    def table_page(self, pa: int) -> bytes:
+        """The 4 KiB page holding ``pa`` (a page-table page), read with ``pread`` and kept in a
+        bounded cache shared by every translator over this layer (oldest dropped first).
+        MissingPageError when the dump does not hold it."""
+        base = pa & ~0xFFF
+        cache = self.table_cache
+        page = cache.get(base)
+        if page is None:
+            page = self.read(base, PAGE_SIZE)
+            if len(cache) >= self.TABLE_CACHE_PAGES:
+                cache.popitem(last=False)
+            cache[base] = page
+        return page
+
+    @property
+    def table_cache(self) -> "OrderedDict[int, bytes]":
+        """physical page address -> its 4 KiB, for :meth:`table_page` (oldest first)."""
+        c = self.__dict__.get("_tables")
+        if c is None:
+            c = self._tables = OrderedDict()
+        return c
 
     # ------------------------------------------------------------------ streaming
     def _rank_batches(self, pages: int) -> Iterator[Tuple["np.ndarray", int]]:

@@ -2,6 +2,7 @@
 (triage dumps), and the architecture's virtual translation over the physical layer."""
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Any, Dict, Iterator, Optional, Tuple
 
 from ..errors import CorruptDumpError, DumpError, MemoryReadError, TranslationError
@@ -18,6 +19,9 @@ class Memory:
     root, cached.
     """
 
+    #: address spaces (translators) kept, least recently used dropped first
+    MAX_SPACES = 32
+
     def __init__(self, arch: Any, physical: Optional[PhysicalLayer] = None, sparse: Optional[SparseMemory] = None,
                  dtb: Optional[int] = None, path: Optional[str] = None, dump_type: str = "",
                  paging_options: Optional[Dict[str, Any]] = None) -> None:
@@ -29,7 +33,9 @@ class Memory:
         self.path = path
         self.dump_type = dump_type
         self.closed = False
-        self._spaces: Dict[Tuple[int, Tuple], Any] = {}
+        # one translator per page-table root, most recently used last; bounded (a dump with
+        # hundreds of processes must not keep hundreds of translation caches)
+        self._spaces: "OrderedDict[Tuple[int, Tuple], Any]" = OrderedDict()
 
     # -- physical --------------------------------------------------------------------------
     def need_physical(self) -> PhysicalLayer:
@@ -52,6 +58,10 @@ class Memory:
     # -- virtual ---------------------------------------------------------------------------
     def address_space(self, dtb: Optional[int] = None, **options: Any) -> Any:
         """The architecture's address space for ``dtb`` (default: the header's)."""
+        if dtb is None and not options:
+            sp = self.__dict__.get("_default_space")
+            if sp is not None and not self.closed:
+                return sp                     # the kernel's space: no key to build per read
         phys = self.need_physical()
         if dtb is None:
             dtb = self.dtb
@@ -61,6 +71,12 @@ class Memory:
         sp = self._spaces.get(key)
         if sp is None:
             sp = self._spaces[key] = self.arch.translator(phys, dtb, **{**self.paging_options, **options})
+            while len(self._spaces) > self.MAX_SPACES:
+                self._spaces.popitem(last=False)
+        else:
+            self._spaces.move_to_end(key)
+        if dtb == self.dtb and not options:
+            self._default_space = sp
         return sp
 
     def translate(self, va: int, dtb: Optional[int] = None) -> int:
@@ -101,6 +117,7 @@ class Memory:
         self.closed = True
         self.physical = None
         self._spaces.clear()
+        self._default_space = None
 
     def __repr__(self) -> str:
         what = self.physical if self.physical is not None else self.sparse
