@@ -74,9 +74,16 @@ def _commands():
 
 def run_json(args):
     out, err = io.StringIO(), io.StringIO()
+    old = os.environ.get("DUMPKIT_OFFLINE")
     os.environ["DUMPKIT_OFFLINE"] = "1"
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main([*args, "--json"])
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main([*args, "--json"])
+    finally:
+        if old is None:
+            del os.environ["DUMPKIT_OFFLINE"]
+        else:
+            os.environ["DUMPKIT_OFFLINE"] = old
     assert code in (0, 1), (args, code, err.getvalue())
     return json.loads(out.getvalue())
 

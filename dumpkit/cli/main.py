@@ -236,12 +236,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         if not args.command:
             parser.print_help(sys.stderr)
             return EXIT_USAGE
-        for kb_dir in getattr(args, "kb", None) or ():
-            if not os.path.isdir(kb_dir):
-                raise CliError(f"--kb {kb_dir}: no such folder",
-                               hint="give a folder holding modules.toml and/or triage.toml (docs/knowledge-base.md)")
+        if getattr(args, "kb", None) is not None:
+            for kb_dir in args.kb:
+                if not os.path.isdir(kb_dir):
+                    raise CliError(f"--kb {kb_dir}: no such folder", hint="give a folder holding modules.toml "
+                                   "and/or triage.toml (docs/knowledge-base.md)")
             from ..analysis.kb_overlay import SESSION_DIRS
-            SESSION_DIRS.append(kb_dir)
+            SESSION_DIRS[:] = args.kb            # this run's --kb folders (main() may be called again in-process)
         if hasattr(args, "kb") and (args.kb or os.environ.get("DUMPKIT_KB_PATH", "").strip()):
             from ..analysis.kb import KnowledgeBase
             KnowledgeBase.load()          # the user's files are checked first: a mistake is one clear error (exit 3)
