@@ -703,7 +703,7 @@ def _load_modules(path: Path) -> Dict[str, ModuleRecord]:
         if not isinstance(in_box, bool):
             raise _fail(path, f"{where}: 'in_box' must be true or false")
 
-        def strlist(key: str) -> Tuple[str, ...]:
+        def strlist(key: str, m: Mapping[str, Any] = m, where: str = where) -> Tuple[str, ...]:
             v = m.get(key, [])
             if not isinstance(v, list) or not all(isinstance(x, str) and x for x in v):
                 raise _fail(path, f"{where}: '{key}' must be a list of non-empty strings")

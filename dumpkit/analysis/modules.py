@@ -207,7 +207,6 @@ def remediation_for(info: ModuleInfo) -> List[str]:
     if info.remediation:
         return list(info.remediation)
     steps: List[str] = []
-    svc = info.service or normalize_module_name(info.name)
     if info.in_box:
         steps.append("Install the latest Windows cumulative update (in-box drivers are serviced through Windows Update).")
         if info.blame_instead:

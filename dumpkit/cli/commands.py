@@ -207,7 +207,7 @@ def cmd_read(args) -> int:
                         "readable": not problems, "chunks": chunks, "schema_version": SCHEMA_VERSION})
         elif args.raw:
             out = sys.stdout.buffer
-            for pos, data, why in read_chunks(read, address, length):
+            for _pos, data, why in read_chunks(read, address, length):
                 if data is None:
                     problems.append(str(why))
                     continue

@@ -295,7 +295,7 @@ def find_contexts(k: "Kernel") -> Dict[str, Context]:
         cpus = {}
     out.update(cpus)
     if "prcb" not in out and "header" in out:
-        for name, ctx in cpus.items():
+        for ctx in cpus.values():
             if ctx.sp == out["header"].sp and ctx.ip == out["header"].ip:
                 out["prcb"] = type(ctx)(ctx.regs, "prcb", ctx.address)
                 break

@@ -54,7 +54,7 @@ class LayoutTable:
     """All layouts from the knowledge-base file, sorted by build."""
 
     def __init__(self, layouts: List[Layout], path: str = "<memory>") -> None:
-        self.layouts = sorted(layouts, key=lambda l: l.build)
+        self.layouts = sorted(layouts, key=lambda lay: lay.build)
         self.path = path
 
     @classmethod
@@ -81,17 +81,17 @@ class LayoutTable:
         if not build:
             return LayoutChoice(0, None, False, "the dump does not give an OS build number")
         best = None
-        for l in self.layouts:
-            if l.build <= build:
-                best = l
+        for lay in self.layouts:
+            if lay.build <= build:
+                best = lay
         if best is not None and best.build == build:
             return LayoutChoice(build, best, True, f"build {build}: exact layout ({best.name})")
         if best is not None and build <= best.max_build:
             return LayoutChoice(build, best, False,
                                 f"build {build}: using the build {best.build} layout ({best.name}), "
                                 f"which covers {best.build}-{best.max_build}")
-        known = ", ".join(str(l.build) if l.build == l.max_build else f"{l.build}-{l.max_build}"
-                          for l in self.layouts)
+        known = ", ".join(str(lay.build) if lay.build == lay.max_build else f"{lay.build}-{lay.max_build}"
+                          for lay in self.layouts)
         return LayoutChoice(build, None, False,
                             f"unknown build {build}: no structure layout is known for it (known: {known})")
 

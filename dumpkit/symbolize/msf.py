@@ -191,7 +191,7 @@ class MsfFile:
         remaining = (n - pos) // 4
         counts = []
         total = 0
-        for i, s in enumerate(sizes):
+        for s in sizes:
             c = 0 if s == NIL_STREAM else -(-s // bs)
             counts.append(c)
             total += c

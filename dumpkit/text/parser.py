@@ -585,7 +585,7 @@ def _pick_context(pt: ParsedText) -> Optional[Context]:
         return None
     fi = pt.faulting_instruction
     if fi is not None:
-        for name, ctx in pt.contexts.items():
+        for ctx in pt.contexts.values():
             if ctx.get("rip", ctx.get("eip")) == fi.address:
                 return ctx
         if fi.where in pt.contexts:

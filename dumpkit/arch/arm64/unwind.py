@@ -74,7 +74,7 @@ def decode_codes(data: bytes, limit: int = MAX_CODE_BYTES) -> Tuple[List[Op], Li
         b = data[i]
         start = i
 
-        def nxt(k: int) -> int:
+        def nxt(k: int, i: int = i, b: int = b, start: int = start) -> int:   # called at once: bind this op's values
             if i + k > n:
                 raise UnwindError(f"unwind code {b:#04x} at byte {start} is cut short", offset=start)
             return int.from_bytes(data[i:i + k], "big")

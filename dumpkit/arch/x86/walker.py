@@ -26,7 +26,7 @@ from ...errors import DumpError, ImageError, UnwindError
 from ...model import Frame, Module, ModuleList, Stack, VirtualReader
 from ...pe.provider import ImageProvider
 from ...unwind.walker import DEFAULT_READ_BUDGET, StackMemory
-from .context import (KTRAP_FRAME_X86_SIZE, NONVOLATILE32, X86Context, context_from_trap_frame32,
+from .context import (KTRAP_FRAME_X86_SIZE, X86Context, context_from_trap_frame32,
                       looks_like_trap_frame32)
 from .fpo import FRAME_TRAP, FpoData, FrameData, FrameDataTable, evaluate_program
 
