@@ -249,6 +249,7 @@ class Frame:
     context: Optional[Context] = None
     trap_frame: Optional[int] = None      # "TrapFrame @ ..." when this frame was entered through one
     image_name: Optional[str] = None      # 'amdppm.sys'
+    frame_base: Optional[int] = None      # x86: WinDbg's ChildEBP (set by the x86 walker)
 
     @property
     def call_site(self) -> str:

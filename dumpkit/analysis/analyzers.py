@@ -339,8 +339,8 @@ def _holds(when: Mapping[str, Any], facts: Facts, analyzer: Optional["Analyzer"]
             if not lo <= p[0] <= hi:
                 return False
         elif k == "p2_negative":
-            neg = bool(p[1] & 0x8000000000000000) or (p[1] & 0xFFFF_FFFF_0000_0000 == 0 and p[1] & 0x80000000) \
-                or (p[1] & 0xFFFF_FFFF_FFFF_0000 == 0 and p[1] & 0x8000)
+            neg = bool(p[1] & 0x8000000000000000) or bool(p[1] & 0xFFFF_FFFF_0000_0000 == 0 and p[1] & 0x80000000) \
+                or bool(p[1] & 0xFFFF_FFFF_FFFF_0000 == 0 and p[1] & 0x8000)
             if bool(neg) != bool(v):
                 return False
         elif k == "field":

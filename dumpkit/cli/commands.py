@@ -183,11 +183,11 @@ def cmd_read(args) -> int:
                 raise CliError(f"a {d.dump_type} dump holds no physical memory", code=EXIT_BAD_INPUT,
                                hint="read virtual addresses (drop --physical)")
 
-            def read(pa: int, n: int) -> bytes:
-                return d.read_physical(pa, n, zero_fill=args.zero_fill)
+            def read(addr: int, n: int) -> bytes:
+                return d.read_physical(addr, n, zero_fill=args.zero_fill)
         else:
-            def read(va: int, n: int) -> bytes:
-                return d.read_virtual(va, n, zero_fill=args.zero_fill)
+            def read(addr: int, n: int) -> bytes:
+                return d.read_virtual(addr, n, zero_fill=args.zero_fill)
         if address + length > 1 << 64:
             raise CliError(f"{address:#x} + {length:#x} runs past the end of the address space")
         problems: List[str] = []
@@ -219,7 +219,7 @@ def cmd_read(args) -> int:
             for line, why in hexdump(read, address, length):
                 if why is not None:
                     problems.append(why)
-                else:
+                elif line is not None:
                     lines.append(line)
             readable = _pieces(address, length) - len(problems)
             if readable:

@@ -31,6 +31,7 @@ class Record(dict):
 class Layout:
     def __init__(self, fields: Sequence[Tuple[str, Union[str, "Layout"]]]) -> None:
         fmt = ["<"]
+        self.format: str = ""
         # (name, kind, count): kind 'v' one value, 'a' a tuple of count values, 'n' a nested layout
         self._plan: List[Tuple[str, str, Any]] = []
         for name, code in fields:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import Any, Dict, List, Optional
 
 from ..errors import CorruptDumpError, NotADumpError, TruncatedDumpError, UnsupportedDumpError
 from ..io import Source
@@ -109,7 +109,7 @@ def parse_header32(src: Source) -> DumpHeader32:
         raise TruncatedDumpError(f"truncated at offset {src.size:#x}: the 0x1000-byte DUMP_HEADER32 is incomplete",
                                  path=src.path, offset=src.size, expected="a complete DUMP_HEADER32")
     raw = src.read(0, HEADER32_SIZE, "DUMP_HEADER32")
-    r = {}
+    r: Dict[str, Any] = {}      # one value per field, a tuple for the multi-value ones
     for name, off, st in _STRUCTS:
         vals = st.unpack_from(raw, off)
         r[name] = vals if len(vals) > 1 else vals[0]

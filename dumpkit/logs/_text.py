@@ -191,6 +191,7 @@ class _LineReader:
         n = 0
         for raw in self._physical_lines(first, sep, unit):
             n += 1
+            text: Optional[str]
             try:
                 text = raw.decode(enc)
             except UnicodeDecodeError:
@@ -204,6 +205,7 @@ class _LineReader:
                 if text is None:
                     text = raw.decode(enc, errors="replace")
                     self.stats.replaced_lines += 1
+            assert text is not None
             if text.endswith("\r"):
                 text = text[:-1]
             if n == 1 and text.startswith("\ufeff"):

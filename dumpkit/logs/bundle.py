@@ -22,7 +22,7 @@ import struct
 import zipfile
 import zlib
 from dataclasses import dataclass, field
-from typing import BinaryIO, Callable, Dict, Iterator, List, Optional, Tuple, Union
+from typing import IO, BinaryIO, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 from ..errors import TextParseError
 from .panther import PantherLog, parse_panther
@@ -113,7 +113,7 @@ class LogBundle:
     problems: List[BundleProblem] = field(default_factory=list)
 
     def _parsed(self, cls: type) -> List[Tuple[BundleFile, Parsed]]:
-        return [(f, f.parsed) for f in self.files if isinstance(f.parsed, cls)]
+        return [(f, f.parsed) for f in self.files if f.parsed is not None and isinstance(f.parsed, cls)]
 
     @property
     def panther(self) -> List[Tuple[BundleFile, PantherLog]]:
@@ -266,7 +266,7 @@ def _unsafe(name: str) -> bool:
 class _Bounded(io.RawIOBase):
     """A read-only stream that stops after ``limit`` bytes (and remembers it did)."""
 
-    def __init__(self, raw: BinaryIO, limit: int) -> None:
+    def __init__(self, raw: Union[BinaryIO, IO[bytes], io.RawIOBase], limit: int) -> None:
         self.raw = raw
         self.left = limit
         self.hit_limit = False
@@ -312,7 +312,8 @@ class _ParserBug(Exception):
 _READ_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, RuntimeError, NotImplementedError)
 
 
-def _parse_member(bundle: LogBundle, bf: BundleFile, stream: BinaryIO, limit: int) -> int:
+def _parse_member(bundle: LogBundle, bf: BundleFile, stream: Union[BinaryIO, IO[bytes], io.RawIOBase],
+                  limit: int) -> int:
     """Parse one member from ``stream``; returns the bytes consumed."""
     bounded = _Bounded(stream, limit)
     try:
@@ -482,21 +483,22 @@ def _zip_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, bundle: LogBundle, l
         bf.problem = f"{type(e).__name__}: {e}"
         bundle.problems.append(BundleProblem(norm, _zip_error_kind(e), bf.problem))
         return 0
+    member: Union[IO[bytes], io.RawIOBase] = stream
     if getattr(stream, "_expected_crc", None) is not None:
         # zipfile raises on a CRC mismatch inside the read that returns the last data (losing it);
         # check the CRC ourselves so the text is parsed and the mismatch reported after it
         stream._expected_crc = None  # type: ignore[attr-defined]
-        stream = _CrcCheck(stream, info.CRC)
+        member = _CrcCheck(stream, info.CRC)
     # the real data may exceed the declared size: read at most the declared size + 1 MiB
-    return _parse_member(bundle, bf, stream, min(limits["max_member"], info.file_size + (1 << 20)))
+    return _parse_member(bundle, bf, member, min(limits["max_member"], info.file_size + (1 << 20)))
 
 
 class _CrcCheck(io.RawIOBase):
     """Pass-through reader that raises BadZipFile at EOF when the CRC-32 does not match."""
 
-    def __init__(self, raw: BinaryIO, crc: int) -> None:
+    def __init__(self, raw: IO[bytes], crc: int) -> None:
         self.raw = raw
-        self.expected = crc
+        self.expected: Optional[int] = crc
         self.crc = 0
 
     def readable(self) -> bool:

@@ -17,7 +17,7 @@ import re
 import warnings
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Iterable, List, Optional, Tuple
+from typing import Iterable, List, Optional, Tuple, Union
 
 from ..errors import DumpWarning
 from .codes import format_code
@@ -176,8 +176,8 @@ def _event_label(ev: object) -> str:
     return str(ev)
 
 
-def _timed_events(f: LogFindings) -> List[Tuple[datetime, object]]:
-    evs: List[Tuple[datetime, object]] = [(e.time, e) for e in f.errors if e.time is not None]
+def _timed_events(f: LogFindings) -> List[Tuple[datetime, Union[LogError, SetupApiFailure]]]:
+    evs: List[Tuple[datetime, Union[LogError, SetupApiFailure]]] = [(e.time, e) for e in f.errors if e.time is not None]
     evs += [(x.time, x) for x in f.setupapi_failures if x.time is not None]
     evs.sort(key=lambda t: t[0])
     return evs
@@ -347,6 +347,7 @@ def _time_correlations(f: LogFindings, local: datetime, how: str, uptime: Option
             parts.append(f"The dump ({ts}) comes {_fmt_delta(local - prev[0])} after {_event_label(prev[1])} "
                          f"at {prev[0]:%H:%M:%S}")
         else:
+            assert nxt is not None                      # 'prev or nxt' holds
             parts.append(f"The dump ({ts}) comes {_fmt_delta(nxt[0] - local)} before {_event_label(nxt[1])} "
                          f"at {nxt[0]:%H:%M:%S}")
         evidence = list(extra)
@@ -367,7 +368,7 @@ def _time_correlations(f: LogFindings, local: datetime, how: str, uptime: Option
             ref = first if local < first else last
             out.append(Correlation("time-outside-logs", f"The dump ({ts}) is {_fmt_delta(local - ref)} {side} logged "
                                    f"error ({ref:%Y-%m-%d %H:%M:%S}): it may belong to another attempt or boot",
-                                   "low", "", tuple(extra), None, ref - local))
+                                   "low", "", tuple(extra), (), ref - local))
         else:
             out.append(Correlation("time-window", f"No logged error within {_fmt_delta(window)} of the dump ({ts})",
                                    "low", "", tuple(extra)))

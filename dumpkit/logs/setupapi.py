@@ -63,7 +63,7 @@ _ACTIONS = {"deleted": "deleted", "created new": "created", "created": "created"
 def _ts(g: Tuple[Optional[str], ...]) -> Optional[datetime]:
     if not g or g[0] is None:
         return None
-    y, mo, d, h, mi, s, ms = g
+    y, mo, d, h, mi, s, ms = (x or "" for x in g)     # a missing part makes int() fail below
     try:
         return datetime(int(y), int(mo), int(d), int(h), int(mi), int(s), int((ms or "0").ljust(3, "0")) * 1000)
     except (ValueError, TypeError):

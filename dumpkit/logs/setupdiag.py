@@ -133,7 +133,7 @@ def _text_into(res: SetupDiagResult, text: str) -> None:
             res.last_phase = phase
         op = _labelled(line, _OP_RE, (_ERROR_HEAD_RE, _PHASE_RE))
         if op and not res.last_operation:
-            res.last_operation = op.rstrip(",").strip() or None
+            res.last_operation = op.rstrip(",").strip()
         m = _LOGENTRY_RE.match(line)
         if m:
             if m.group(1) and len(res.log_entries) < 100:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 import struct
-from typing import List, Optional, Tuple, Union
+from typing import Dict, List, Optional, Tuple, Union
 
 from ..errors import DumpError, PdbError
 from ..io import Source
@@ -270,7 +270,7 @@ class MsfFile:
     def check(self) -> List[str]:
         """Consistency problems (blocks used twice, used blocks marked free); empty if none."""
         problems: List[str] = []
-        owner = {}
+        owner: Dict[int, int] = {}
         for i, blocks in enumerate(self._blocks):
             if i == 0:          # the old directory: its blocks are normally released
                 continue

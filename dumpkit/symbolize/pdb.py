@@ -200,7 +200,7 @@ class Pdb:
         self._publics: Optional[List[PublicSymbol]] = None
         self._procs: Optional[List[Procedure]] = None
         self._modules: Optional[List[ModuleInfo]] = None
-        self._index = None
+        self._index: Optional[bool] = None
         self._read_info()
         self._read_dbi()
         self._sections: Optional[List[SectionHeader]] = None
@@ -616,7 +616,7 @@ class Pdb:
 
     def functions(self) -> List[Tuple[int, int, str]]:
         """``[(rva, size, name)]`` of procedures, sorted by RVA, one per start address."""
-        seen = {}
+        seen: Dict[int, Tuple[int, int, str]] = {}
         for p in self.procedures():
             if p.rva not in seen or (seen[p.rva][1] == 0 and p.size):
                 seen[p.rva] = (p.rva, p.size, p.name)

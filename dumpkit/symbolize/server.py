@@ -26,9 +26,12 @@ import time
 import urllib.parse
 import zlib
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..errors import SymbolError, SymbolServerError
+
+if TYPE_CHECKING:                   # http.client is imported only when a request is made (start-up cost)
+    import http.client
 from .cab import CAB_MAGIC, extract_single
 from .msf import MSF7_MAGIC
 from .names import check_key, check_name, compressed_name

@@ -231,7 +231,7 @@ class _Scratch:
 
     def __init__(self) -> None:
         self._dir: Optional[str] = None
-        self._fin = None
+        self._fin: Optional[weakref.finalize] = None
 
     def store(self) -> LocalStore:
         if self._dir is None:

@@ -110,9 +110,9 @@ def split_call_site(site: str) -> Tuple[Optional[str], Optional[str], Optional[i
         if is_hex_token(tok) or (tok.lower().startswith("0x") and parse_hex(tok) is not None):
             return None, None, None, parse_hex(tok)
         if "+" in tok:
-            mod, _, off = tok.rpartition("+")
-            if mod and _OFF_RE.match(off):
-                return mod, None, parse_hex(off), None
+            mod, _, off_text = tok.rpartition("+")
+            if mod and _OFF_RE.match(off_text):
+                return mod, None, parse_hex(off_text), None
         return tok, None, None, None
     mod, _, rest = s.partition("!")
     mod = mod.strip()

@@ -35,7 +35,7 @@ class DisasmLine:
     @property
     def unreadable(self) -> bool:
         """WinDbg printed ``=????`` : the memory at the effective address could not be read."""
-        return bool(self.memory_value) and set(self.memory_value) <= {"?"}
+        return bool(self.memory_value) and set(self.memory_value or "") <= {"?"}
 
     def to_json(self) -> dict:
         return {

@@ -424,8 +424,8 @@ def _structured(frames: List[FrameLine], headed: bool) -> bool:
         return True
     if any(fl.child_sp or fl.return_address for fl in frames):
         return True
-    idx = [fl.index for fl in frames]
-    return len(frames) >= 2 and idx[0] == 0 and all(i is not None for i in idx) and \
+    idx = [fl.index for fl in frames if fl.index is not None]
+    return len(frames) >= 2 and len(idx) == len(frames) and idx[0] == 0 and \
         all(b == a + 1 for a, b in zip(idx, idx[1:]))
 
 

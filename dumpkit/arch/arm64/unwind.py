@@ -283,8 +283,9 @@ def parse_record(image, begin: int, word: int) -> UnwindRecord:
         ops, fields = packed_ops(word)
         length = fields["FunctionLength"]
         # a canonical (unchained) packed function ends with the mirror of its prolog and a ret
-        epilogs = ((length - 4 * (len(ops) + 1), 0),) if flag == 1 and fields["CR"] in (0, 1) else ()
-        return UnwindRecord(begin, length, True, flag == 2, tuple(ops), epilogs, tuple(ops),
+        packed_epilogs: Tuple[Tuple[int, int], ...] = \
+            ((length - 4 * (len(ops) + 1), 0),) if flag == 1 and fields["CR"] in (0, 1) else ()
+        return UnwindRecord(begin, length, True, flag == 2, tuple(ops), packed_epilogs, tuple(ops),
                             tuple(range(len(ops))), False, tuple(fields.items()))
     if flag == 3:
         raise UnwindError(f"function {begin:#x}: .pdata flag 3 is reserved", offset=begin)
@@ -330,10 +331,10 @@ def parse_record(image, begin: int, word: int) -> UnwindRecord:
                 raise UnwindError(f"function {begin:#x}: epilog code index {bidx} is not an op boundary",
                                   offset=word)
             epilogs.append((start, k))
-    fields = (("FunctionLength", length), ("X", int(has_x)), ("E", int(e)), ("EpilogCount", epi),
+    header = (("FunctionLength", length), ("X", int(has_x)), ("E", int(e)), ("EpilogCount", epi),
               ("CodeWords", words))
     return UnwindRecord(begin, length, False, False, tuple(_prolog_ops(ops)), tuple(epilogs), tuple(ops),
-                        tuple(idx), has_x, fields)
+                        tuple(idx), has_x, header)
 
 
 def op_text(op: Op) -> str:

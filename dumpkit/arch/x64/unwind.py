@@ -19,7 +19,7 @@ instructions) and every failure is an :class:`UnwindError`.
 from __future__ import annotations
 
 import struct
-from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 from ...errors import DumpError, ImageError, UnwindError
 from ...model import GPR_NAMES
@@ -209,7 +209,7 @@ def _epilog_v1(image: PEImage, base: int, f: RuntimeFunction, info: UnwindInfo, 
         return None
     n = len(code)
     i = 0
-    rsp_set: Optional[Tuple[str, int]] = None     # ('add', imm) or ('lea', (reg, disp))
+    rsp_set: Optional[Tuple[str, Any]] = None     # ('add', imm) or ('lea', (reg, disp))
     # 1. optional 'add rsp, imm' / 'lea rsp, [fp + disp]'
     if n >= 4 and code[0] == 0x48 and code[1] == 0x83 and code[2] == 0xC4:
         rsp_set = ("add", code[3] if code[3] < 0x80 else code[3] - 0x100)
@@ -273,11 +273,11 @@ def _epilog_v1(image: PEImage, base: int, f: RuntimeFunction, info: UnwindInfo, 
     if rsp_set is not None:
         kind, arg = rsp_set
         if kind == "add":
-            new["rsp"] = (new["rsp"] + arg) & MASK64      # type: ignore[operator]
+            new["rsp"] = (new["rsp"] + arg) & MASK64
         else:
-            reg, disp = arg                                # type: ignore[misc]
+            reg, disp = arg
             new["rsp"] = (_reg(new, reg) + disp) & MASK64
-    restored = []
+    restored: List[str] = []
     for r in pops:
         name = GPR_NAMES[r]
         new[name] = mem.u64(new["rsp"])
@@ -338,7 +338,7 @@ def _epilog_v2(image: PEImage, f: RuntimeFunction, info: UnwindInfo, rva: int, r
             break
         entry, cur = image.unwind_info_for(cur.chained)
     new = dict(regs)
-    restored = []
+    restored: List[str] = []
     pos = 0
     for kind, arg in seq:
         if kind == "machframe":
