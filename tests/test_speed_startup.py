@@ -20,7 +20,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _modules_after(code: str, tmp_path: Path) -> set:
-    env = dict(os.environ, DUMPKIT_CACHE=str(tmp_path / "cache"))
+    # the child measures dumpkit alone: without the coverage tool that a CI run with --cov starts in subprocesses
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COVERAGE_PROCESS")}
+    env["DUMPKIT_CACHE"] = str(tmp_path / "cache")
     out = subprocess.run([sys.executable, "-c", code + "\nimport sys, json\n"
                           "print(json.dumps(sorted(sys.modules)))"],
                          capture_output=True, text=True, env=env, cwd=str(ROOT), timeout=120)

@@ -726,7 +726,7 @@ def analyze_parts(bugcheck_code: Optional[int], parameters: Sequence[int], frame
             fimg = f"{image or fmod}!{fsym or 'Unknown'}" if fmod else ""
             addr = exc.get("parameter2", exc.get("memory_address"))
             verdict_um = _ev(_F(code=None, exception_code=exc.get("code"), access=exc.get("memory_access") or (
-                {0: "read", 1: "write", 8: "execute"}.get(exc.get("parameter1"))), usermode=True,
+                {0: "read", 1: "write", 8: "execute"}.get(exc.get("parameter1", -1))), usermode=True,
                 address=addr, followup_image=fimg, followup=fimg, fields=fields, kb=kb), table)
             bucket = verdict_um.bucket
         elif code is None or table is None:
@@ -773,14 +773,15 @@ def analyze_parts(bugcheck_code: Optional[int], parameters: Sequence[int], frame
     culprit_frame: Optional[Frame] = None
     culprit_info = None
     named = verdict_an is not None and verdict_an.culprit != "followup" and bool(verdict_an.module)
-    fu_info = verdict(fmod) if fmod and not (named and verdict_an.culprit in _HARDWARE_CULPRITS) else None
+    hardware = verdict_an is not None and named and verdict_an.culprit in _HARDWARE_CULPRITS
+    fu_info = verdict(fmod) if fmod and not hardware else None
     if named:
         pass
     elif fmod and (fu_info is None or getattr(fu_info, "role", "culprit") == "culprit"):
         culprit_frame, culprit_info = fframe, fu_info
     elif fmod:
         # the followup is framework/OS code: blame the first third-party caller below it, if any
-        start = stack.index(fframe) + 1 if fframe in stack else 0
+        start = stack.index(fframe) + 1 if fframe is not None and fframe in stack else 0
         for g in stack[start:]:
             if g.module and g.module != fmod:
                 v = verdict(g.module)
@@ -794,8 +795,8 @@ def analyze_parts(bugcheck_code: Optional[int], parameters: Sequence[int], frame
         culprit_info = fu_info if verdict_an.culprit not in _HARDWARE_CULPRITS else None
     elif culprit_frame is not None:
         cimg = _image_for(culprit_frame.module, mods, kb, culprit_frame, utop) or culprit_frame.module
-        why = []
-        if culprit_frame is fframe:
+        why: List[str] = []
+        if fframe is not None and culprit_frame is fframe:
             why.append(f"{culprit_frame.call_site} is the followup frame: the first frame WinDbg's triage rules "
                        f"attribute to a non-OS owner")
         else:
@@ -830,15 +831,15 @@ def analyze_parts(bugcheck_code: Optional[int], parameters: Sequence[int], frame
         if any(v.module == img for v in victims):
             continue
         v = verdict(g.module)
-        why = f"the crash surfaced in {g.call_site}"
+        vwhy = f"the crash surfaced in {g.call_site}"
         if culprit.module:
-            why += f", which {culprit.module} called (directly or through the frames between)"
+            vwhy += f", which {culprit.module} called (directly or through the frames between)"
         if v is not None:
             role = f"{v.category} code" if v.category else "OS code"
-            why += f"; {img} is {role}{', shipped with Windows' if v.in_box else ''}"
+            vwhy += f"; {img} is {role}{', shipped with Windows' if v.in_box else ''}"
             if v.blame_instead and not culprit.module:
-                why += f"; look at {v.blame_instead}"
-        victims.append(Victim(img, why))
+                vwhy += f"; look at {v.blame_instead}"
+        victims.append(Victim(img, vwhy))
 
     callers: List[str] = []
     if culprit_frame is not None:
@@ -857,13 +858,13 @@ def analyze_parts(bugcheck_code: Optional[int], parameters: Sequence[int], frame
         for r in culprit_info.remediation:
             _add(rem, r)
         svc = culprit_info.service or (culprit.module.rsplit(".", 1)[0] if culprit.module else None)
-        boot_load = bool(load_ctx) and any(k in load_ctx for k in _BOOT_LOAD_FRAMES)
+        boot_load = bool(load_ctx) and any(k in (load_ctx or "") for k in _BOOT_LOAD_FRAMES)
         upgrade = bool(setup_failures)
         if (boot_load or upgrade) and culprit_info.in_box is not True and svc and \
                 not any("Start=4" in r for r in rem):
-            why = ("it crashes while Windows loads it at boot" if boot_load else
-                   "setup logs in the input show driver sections failing during an upgrade")
-            _add(rem, f"To get past the crash ({why}): set Start=4 (disabled) under "
+            when = ("it crashes while Windows loads it at boot" if boot_load else
+                    "setup logs in the input show driver sections failing during an upgrade")
+            _add(rem, f"To get past the crash ({when}): set Start=4 (disabled) under "
                       f"HKLM\\SYSTEM\\CurrentControlSet\\Services\\{svc} (from Safe Mode, WinRE or the offline "
                       f"registry if Windows no longer boots), reboot or run the upgrade, then restore the original "
                       f"Start value.")

@@ -107,7 +107,7 @@ def parse_uptime(text: str) -> Optional[timedelta]:
     if len(days_s) > 6 or len(hours_s) > 2 or int(days_s) > MAX_UPTIME_DAYS or int(hours_s) > 23 \
             or int(m.group(3)) > 59 or int(m.group(4)) > 59:
         warnings.warn(DumpWarning(f"system uptime {m.group(0)[:60]!r} is out of range "
-                                  f"(at most {MAX_UPTIME_DAYS} days, clock fields 23:59:59); ignored"))
+                                  f"(at most {MAX_UPTIME_DAYS} days, clock fields 23:59:59); ignored"), stacklevel=2)
         return None
     return timedelta(days=int(days_s), hours=int(hours_s), minutes=int(m.group(3)), seconds=int(m.group(4)),
                      milliseconds=int((m.group(5) or "0").ljust(3, "0")))

@@ -239,7 +239,7 @@ class RunsLayer(PhysicalLayer):
         parts: List["np.ndarray"] = []
         have = 0
         start_off = self._file_runs[0][2] if self._file_runs else 0
-        for base, count, off in self._file_runs:      # the runs are packed one after the other
+        for base, count, _off in self._file_runs:     # the runs are packed one after the other
             done = 0
             while done < count:
                 take = min(count - done, pages - have)
