@@ -18,7 +18,7 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import IO, Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import IO, Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from . import BatchError, require
 from .inputs import Input, StatCache, Walker, count_candidates
@@ -136,20 +136,20 @@ class _Lock:
 
     def __init__(self, out: str) -> None:
         self.path = os.path.join(out, ".lock")
-        self.f = None
+        self.f: Optional[IO[str]] = None
 
     def __enter__(self) -> "_Lock":
-        self.f = open(self.path, "a+")  # noqa: SIM115 - closed in __exit__
+        f = self.f = open(self.path, "a+")  # noqa: SIM115 - closed in __exit__
         try:
             import fcntl
         except ImportError:
             return self
         try:
-            fcntl.flock(self.f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            self.f.close()
+            f.close()
             raise BatchError("another dumpkit batch is writing to this folder", path=os.path.dirname(self.path),
-                             hint="wait for it, or give another --out")
+                             hint="wait for it, or give another --out") from None
         return self
 
     def __exit__(self, *exc) -> None:

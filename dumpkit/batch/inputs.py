@@ -27,7 +27,7 @@ import stat
 import zipfile
 import zlib
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import IO, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 HEAD_BYTES = 64 << 10           #: bytes read to recognise a file
 TEXT_SNIFF_BYTES = 256 << 10    #: bytes of a text file the WinDbg parser looks at to recognise it
@@ -161,7 +161,7 @@ class StatCache:
     def __init__(self, path: Optional[str]) -> None:
         self.path = path
         self.map: Dict[str, Tuple[str, str, int]] = {}
-        self._f = None
+        self._f: Optional[IO[str]] = None
         if path and os.path.exists(path):
             with open(path, "r", encoding="utf-8", errors="replace") as f:
                 for line in f:
@@ -285,7 +285,7 @@ class Walker:
     def _files(self, folder: str, files: List[str], explicit: bool = False,
                wer: Optional[Dict[str, str]] = None) -> Iterator[Input]:
         """One folder's files: WER reports first (they annotate the folder's dumps), then the rest."""
-        recognised = []
+        recognised: List[Tuple[str, Optional[os.stat_result], str, str, Optional[str]]] = []
         wer = dict(wer or {})
         for full in files:
             try:
@@ -312,11 +312,11 @@ class Walker:
                 self.ignored += 1
                 continue
             recognised.append((full, st, kind, "", None))
-        for full, st, kind, problem, sha in recognised:
-            if kind == "zip":
-                yield from self._zip(full, st)
+        for full, fst, kind, problem, sha in recognised:
+            if kind == "zip" and fst is not None:
+                yield from self._zip(full, fst)
                 continue
-            if st is None or problem:
+            if fst is None or problem:
                 sha = hashlib.sha256(f"unreadable:{os.path.abspath(full)}".encode()).hexdigest()
                 if self._admit(sha, full):
                     yield Input(full, "unknown", sha, 0, full, problem=problem)
@@ -329,9 +329,9 @@ class Walker:
                     if self._admit(sha, full):
                         yield Input(full, "unknown", sha, 0, full, problem=f"cannot read: {e.strerror or e}")
                     continue
-                self.cache.put(StatCache.key(full, st), sha, kind, st.st_size)
+                self.cache.put(StatCache.key(full, fst), sha, kind, fst.st_size)
             if self._admit(sha, full):
-                yield Input(full, kind, sha, st.st_size, os.path.abspath(full),
+                yield Input(full, kind, sha, fst.st_size, os.path.abspath(full),
                             wer=dict(wer) if kind in ("dump", "text") else {})
 
     # -- zips -----------------------------------------------------------------------------
@@ -363,7 +363,7 @@ class Walker:
             yield Input(path, "archive", sha, st.st_size, path, problem=problem)
 
     def _zip_folder(self, zr, path: str, st: os.stat_result, members, archive_problems: str) -> Iterator[Input]:
-        staged = []
+        staged: List[Tuple[str, str, str, int, Optional[str], str]] = []
         wer: Dict[str, str] = {}
         for m in members:
             self.members += 1

@@ -99,14 +99,14 @@ def summarize(source: Any, *, top: Optional[int] = None) -> Dict[str, Any]:
                 date = None
         versions.append({"culprit": c, "timestamp": _hex(ts), "timestamp_date": date, "version": ver, "count": n})
 
-    bc: Dict[Tuple[Any, Any], int] = Counter((r.get("bugcheck_code"), r.get("bugcheck_name")) for r in rows
+    bc: "Counter[Tuple[Any, Any]]" = Counter((r.get("bugcheck_code"), r.get("bugcheck_name")) for r in rows
                                              if r.get("bugcheck_code") is not None)
     bugchecks = [{"code": _hex(k[0]), "name": k[1], "count": n} for k, n in _top(bc, top)]
 
     eg: Dict[str, List[Dict[str, Any]]] = defaultdict(list)
     for r in rows:
         if r.get("status") in ("error", "timeout"):
-            eg[r.get("error_type") or r.get("status")].append(r)
+            eg[str(r.get("error_type") or r.get("status"))].append(r)
     errors = [{"error_type": k, "count": len(rs), "example": sorted(r["path"] for r in rs)[0],
                "error": sorted(rs, key=lambda r: r["path"])[0].get("error")}
               for k, rs in sorted(eg.items(), key=lambda kv: (-len(kv[1]), kv[0]))][:top]

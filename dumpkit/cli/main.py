@@ -33,7 +33,7 @@ examples:
   dumpkit stack MEMORY.DMP --context exception --symbol-path srv*C:\\symbols*https://msdl.microsoft.com/download/symbols
   dumpkit read MEMORY.DMP nt+0x1000 L40          like WinDbg's db
   dumpkit text analyze.txt --json                analyze pasted WinDbg output ("-" = stdin)
-  dumpkit batch C:\Windows\Minidump cases\ --out triage   a whole corpus on a Dask cluster
+  dumpkit batch C:\\Windows\\Minidump cases\\ --out triage   a whole corpus on a Dask cluster
   dumpkit buckets triage --html triage.html       its buckets, culprits, builds and versions
 
 exit codes: 0 ok, 1 analysis incomplete (or the dump is cut short), 2 usage, 3 bad input file,

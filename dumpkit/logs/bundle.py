@@ -22,7 +22,7 @@ import struct
 import zipfile
 import zlib
 from dataclasses import dataclass, field
-from typing import IO, BinaryIO, Callable, Dict, Iterator, List, Optional, Tuple, Union
+from typing import IO, BinaryIO, Callable, Dict, Iterator, List, Optional, Tuple, Union, cast
 
 from ..errors import TextParseError
 from .panther import PantherLog, parse_panther
@@ -864,6 +864,7 @@ class ZipReader:
 
     def _scan_local_headers(self, max_members: int) -> None:
         data = self._mm
+        assert data is not None                 # mapped by __init__ before the scan
         pos, n = 0, len(data)
         while len(self.members) < max_members:
             off = data.find(_LOCAL_SIG, pos)
@@ -900,13 +901,13 @@ class ZipReader:
         if member.problem:
             raise zipfile.BadZipFile(f"{member.name}: {member.problem}")
         if self._zf is not None:
-            info = member._ref
-            stream = self._zf.open(info)  # type: ignore[arg-type]
+            info = cast(zipfile.ZipInfo, member._ref)      # a readable zip: the member's ZipInfo
+            stream = self._zf.open(info)
             if getattr(stream, "_expected_crc", None) is not None:
                 stream._expected_crc = None  # type: ignore[attr-defined]
-                return _CrcCheck(stream, info.CRC)  # type: ignore[union-attr,return-value]
+                return _CrcCheck(stream, info.CRC)  # type: ignore[return-value]
             return stream  # type: ignore[return-value]
-        start, csize, method, crc = member._ref  # type: ignore[misc]
+        start, csize, method, crc = cast(Tuple[int, Optional[int], int, Optional[int]], member._ref)  # salvaged
         return _SalvageReader(self._mm, start, csize, method, crc)  # type: ignore[return-value]
 
     def close(self) -> None:
