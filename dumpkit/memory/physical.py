@@ -112,9 +112,10 @@ class PhysicalLayer:
     @property
     def table_cache(self) -> "OrderedDict[int, bytes]":
         """physical page address -> its 4 KiB, for :meth:`table_page` (oldest first)."""
-        c = self.__dict__.get("_tables")
+        c: "Optional[OrderedDict[int, bytes]]" = self.__dict__.get("_tables")
         if c is None:
-            c = self._tables = OrderedDict()
+            c = OrderedDict()
+            self._tables = c
         return c
 
     # ------------------------------------------------------------------ streaming
