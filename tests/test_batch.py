@@ -337,6 +337,8 @@ def test_missing_extra_says_how_to_install(monkeypatch):
     with pytest.raises(batch.BatchError) as ei:
         batch.require()
     assert "pip install 'dumpkit[batch]'" in str(ei.value.hint)
+    from dumpkit.cli import main
+    assert main(["buckets", "."]) == 2                   # one line with the install command, exit 2
 
 
 def test_progress_on_a_terminal_only():

@@ -33,7 +33,8 @@ def require() -> None:
         except ImportError:
             missing.append(mod)
     if missing:
-        raise BatchError(f"dumpkit batch needs {', '.join(missing)}, which is not installed",
+        raise BatchError(f"dumpkit batch needs {', '.join(missing)}, which "
+                         f"{'is' if len(missing) == 1 else 'are'} not installed",
                          hint=f"install the batch extra: {INSTALL_HINT}")
 
 

@@ -5,7 +5,7 @@ import argparse
 import os
 from typing import Callable, Dict
 
-from ._util import EXIT_BAD_INPUT, EXIT_OK, CliError, print_json
+from ._util import EXIT_BAD_INPUT, EXIT_OK, EXIT_USAGE, CliError, print_json
 
 
 def register(sub, commands: Dict[str, Callable], common: Callable) -> None:
@@ -47,7 +47,10 @@ def register(sub, commands: Dict[str, Callable], common: Callable) -> None:
 
 def _batch_module():
     from .. import batch
-    batch.require()
+    try:
+        batch.require()
+    except batch.BatchError as e:        # the command exists but cannot run as installed: a usage error
+        raise CliError(e.message, code=EXIT_USAGE, hint=e.hint) from e
     return batch
 
 
