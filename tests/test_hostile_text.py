@@ -105,3 +105,17 @@ def test_analyze_text_with_huge_uptime_and_logs(tmp_path):
         warnings.simplefilter("ignore", DumpWarning)
         a = dumpkit.analyze(text, logs=str(log))
     assert a.bugcheck_code == 0x7E
+
+
+def test_log_key_value_and_exit_lines_with_long_blank_runs_are_fast():
+    from dumpkit.logs import parse_setupdiag, parse_wer_setup_events
+
+    blanks = " " * 20000
+    text = ("[Device Install Log]\n     OS Version = x" + blanks + "\x01\n[BeginLog]\n"
+            ">>>  [X]\n>>>  Section start 2022/05/05 16:18:30.000\n<<<  Section end 2022/05/05 16:18:31.000\n"
+            "<<<  [Exit status:" + " " * 3000 + "\x01\n")
+    t = time.perf_counter()
+    parse_setupapi(TextLines(text))
+    parse_setupdiag(TextLines("HostOSVersion = x" + blanks + "\x01\n"))
+    parse_wer_setup_events(TextLines("Event Name: WinSetupDiag02\nP1: x" + blanks + "\x01\n"))
+    assert time.perf_counter() - t < FAST

@@ -192,9 +192,11 @@ def _sample(sub, groups: Dict[int, str], chars: List[str], depth: int = 0) -> Li
         elif op == _sre_c.IN:
             pieces.append(_class_char(av, chars))
         elif name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
-            lo, _hi, body = av
+            lo, hi, body = av
             one = "".join(_sample(body, groups, chars, depth + 1))
-            pieces.append(one * min(lo, 20))
+            # at least one repetition where allowed: a run spliced after it then sits inside the repeat
+            # (``x(.*?)\s*$`` is quadratic only when the lazy part has started)
+            pieces.append(one * min(max(lo, 1), hi, 20))
         elif name == "SUBPATTERN":
             gid, body = av[0], av[-1]
             text = "".join(_sample(body, groups, chars, depth + 1))

@@ -37,11 +37,12 @@ _START_RE = re.compile(rf"^\s*>>>\s+\[?(?:Section start\s+{_TS}|{_TS}:?\s+Sectio
 _START_LOOSE_RE = re.compile(r"^\s*>>>\s+\[?Section start\b")
 _TITLE_RE = re.compile(r"^\s*>>>\s+\[(.*)\]\s*$")
 _END_RE = re.compile(rf"^\s*<<<\s+\[?(?:Section end(?:\s+{_TS})?|{_TS}:?\s+Section end)")
-_EXIT_RE = re.compile(r"^\s*<<<\s+\[Exit [Ss]tatus:?\s*(SUCCESS|FAILURE)?\s*(?:\((?:0x)?([0-9A-Fa-f]{1,8})\))?"
-                      r"\s*(?:\(([A-Z_]+)\))?\s*\]")
+# each optional part eats the blanks after it (never 'opt?\s*opt?\s*...': polynomial on a run of blanks)
+_EXIT_RE = re.compile(r"^\s*<<<\s+\[Exit [Ss]tatus:?\s*(?:(SUCCESS|FAILURE)\s*)?(?:\((?:0x)?([0-9A-Fa-f]{1,8})\)\s*)?"
+                      r"(?:\(([A-Z_]+)\)\s*)?\]")
 _BODY_RE = re.compile(r"^\s*(?:(!!!|!)\s*)?([a-z]{3}|\.\.\.|ui ?):(\s*)(.*)$")
 _BOOT_RE = re.compile(rf"^\[Boot Session: {_TS}\]")
-_KV_RE = re.compile(r"^\s+([A-Za-z][A-Za-z ]{0,40}?)\s*=\s*(.*?)\s*$")
+_KV_RE = re.compile(r"^\s+([A-Za-z][A-Za-z ]{0,40}?)\s*=\s*((?:\S(?:.*\S)?)?)\s*$")   # value: first to last non-blank
 
 _DELSVC_RE = re.compile(r"\bDelService\s*=\s*([^,\s]+)")
 _ADDSVC_RE = re.compile(r"\bAddService\s*=\s*([^,\s]+)")

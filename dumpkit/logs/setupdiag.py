@@ -30,7 +30,7 @@ MAX_DOC_CHARS = 8 * 1024 * 1024   #: a SetupDiag result / ini / WER text is smal
 _PROFILE_RE = re.compile(r"Matching Profile found:\s*(\S+)\s*-\s*([0-9A-Fa-f-]{36})")
 _NOMATCH_RE = re.compile(r"unable to match to any known failure signatures", re.I)
 _VERSION_RE = re.compile(r"^SetupDiag version:\s*(\S+)", re.I)
-_KV_RE = re.compile(r"^\s*([A-Za-z][A-Za-z0-9]{1,40})\s*=\s*(.*?)\s*$")
+_KV_RE = re.compile(r"^\s*([A-Za-z][A-Za-z0-9]{1,40})\s*=\s*((?:\S(?:.*\S)?)?)\s*$")   # value: first to last non-blank
 # "Last Phase: X Last Operation: Y Error: Z" on one line: the head is found by a regex, the value is cut at
 # the next head in plain code (a lazy '(.+?)\s*(?=...|$)' is quadratic on a long run of blanks)
 _PHASE_RE = re.compile(r"Last (?:Setup )?Phase\s*[:=]")
@@ -299,7 +299,7 @@ _WER_SCENARIO = {1: "Media", 5: "WindowsUpdate", 7: "Media Creation Tool"}
 _WER_MODE = {1: "Downlevel", 5: "Rollback"}
 _WER_ARCH = {0: "X86", 9: "AMD64"}
 _WER_RESULT = {0: "Success", 1: "Failure", 2: "Cancel", 3: "Blocked"}
-_P_RE = re.compile(r"^\s*P(\d{1,2}):\s*(.*?)\s*$")
+_P_RE = re.compile(r"^\s*P(\d{1,2}):\s*((?:\S(?:.*\S)?)?)\s*$")
 
 
 @dataclass
