@@ -94,6 +94,16 @@ def test_uptime_out_of_range_is_a_warning_not_overflow():
         assert any(issubclass(x.category, DumpWarning) and "out of range" in str(x.message) for x in w)
 
 
+def test_impossible_session_date_is_a_warning():
+    from dumpkit.logs import parse_debug_session_time
+
+    assert parse_debug_session_time("Debug session time: Mon Jun 26 08:07:55.743 2023").year == 2023
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        assert parse_debug_session_time("Debug session time: Mon Feb 31 99:07:55.743 2023") is None
+    assert any("not a real date" in str(x.message) for x in w)
+
+
 def test_analyze_text_with_huge_uptime_and_logs(tmp_path):
     log = tmp_path / "setupapi.dev.log"
     log.write_text(">>>  [Device Install (DiInstallDriver) - C:\\x\\a.inf]\n"

@@ -156,6 +156,10 @@ HOSTILE_REPLIES = {
     "too many headers": _send(b"HTTP/1.1 200 OK\r\n" + b"X: y\r\n" * 200 + b"\r\n"),
     "bad gzip": _send(b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 6\r\n\r\n" + EVIL),
     "redirect loop": _send(b"HTTP/1.1 302 Found\r\nLocation: /sym/again\r\nContent-Length: 0\r\n\r\n"),
+    "redirect with control characters": _send(b"HTTP/1.1 302 Found\r\nLocation: /sym/" + EVIL + b"\r\n"
+                                              b"Content-Length: 0\r\n\r\n"),
+    "file.ptr with control characters": _send(b"HTTP/1.1 200 OK\r\nContent-Length: 30\r\n\r\nPATH:http://x/" + EVIL
+                                              + b"aaaaaa"),
     "redirect to file:": _send(b"HTTP/1.1 302 Found\r\nLocation: file:///etc/passwd\r\nContent-Length: 0\r\n\r\n"),
     "HTTP/0.9 status": _send(b"HTTP/1.1 999 " + EVIL + b"\r\nContent-Length: 0\r\n\r\n"),
     "empty reply": _send(b""),
@@ -165,7 +169,7 @@ HOSTILE_REPLIES = {
 @pytest.mark.parametrize("what", list(HOSTILE_REPLIES))
 def test_hostile_reply_is_an_error_naming_the_url(hostile, what):
     srv = hostile(HOSTILE_REPLIES[what])
-    c = _client(srv.url, quiet=True)
+    c = _client(srv.url, quiet=True, order=("file.ptr", "file"))
     t0 = time.monotonic()
     res = c.fetch("ndislike.pdb", KEY, "pdb")
     assert time.monotonic() - t0 < 3.0
@@ -174,6 +178,12 @@ def test_hostile_reply_is_an_error_naming_the_url(hostile, what):
     assert all(srv.url in r for r in res.requests)           # the URL is named
     for r in res.requests:
         _assert_clean(r)
+
+
+def test_a_body_shorter_than_announced_is_an_error(hostile):
+    srv = hostile(HOSTILE_REPLIES["short body"])
+    res = _client(srv.url, quiet=True).fetch("a.pdb", KEY)
+    assert res.status == "error" and "of the 100000 bytes announced" in res.detail
 
 
 def test_bad_content_length_values_are_refused_cleanly():

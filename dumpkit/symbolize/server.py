@@ -198,6 +198,10 @@ def _clean(text: object, limit: int = 120) -> str:
     return out + ("..." if len(s) > limit else "")
 
 
+def _printable_ascii(s: str) -> bool:
+    return all(" " < c <= "~" for c in s)
+
+
 def _content_length(raw: Optional[str], url: str, limit: int) -> Optional[int]:
     """The Content-Length header checked: ASCII digits only, at most 18 of them, within ``limit``."""
     if raw is None:
@@ -305,6 +309,7 @@ class SymbolServer:
         self.requests_made = 0
         self.down: Optional[str] = None          #: why the server was marked down in this run
         self._failed_in_a_row = 0                #: requests that still failed (5xx, resets) after retries
+        self._raw_got = 0                        #: bytes of the last body as sent (before gzip)
 
     @property
     def offline(self) -> bool:
@@ -357,6 +362,8 @@ class SymbolServer:
             if status in _REDIRECTS:
                 if not location:
                     raise SymbolServerError(f"HTTP {status} without a Location header", path=url)
+                if not _printable_ascii(location) or len(location) > 4096:
+                    raise SymbolServerError("redirected to an invalid URL", path=url)
                 nxt = urllib.parse.urljoin(url, location)
                 if urllib.parse.urlsplit(nxt).scheme.lower() not in ("http", "https"):
                     raise SymbolServerError("redirected to a non-HTTP location", path=url)
@@ -424,13 +431,18 @@ class SymbolServer:
                     raise _Missing(f"HTTP {status}")
                 if not 200 <= status < 300:
                     raise SymbolServerError(f"unexpected HTTP status {status}", path=url)
-                _content_length(resp.getheader("Content-Length"), url, limit)
+                declared = _content_length(resp.getheader("Content-Length"), url, limit)
                 body = self._read_body(resp, conn, url, limit, deadline, dog)
                 if dog.fired:
                     raise _Down(f"download did not finish within {remaining:.1f} s")
+                if declared is not None and not resp.chunked and self._raw_got < declared:
+                    raise SymbolServerError(f"the body ends after {self._raw_got} of the {declared} bytes announced",
+                                            path=url)
             except (_Missing, _Transient, _Down, SymbolServerError):
                 raise
             except (socket.timeout, TimeoutError):
+                if dog.fired or time.monotonic() >= deadline - 0.05:
+                    raise _Down(f"download did not finish within {remaining:.1f} s (timed out)") from None
                 raise _Down(f"no answer within {sock_timeout:.1f} s (timed out)") from None
             except http.client.HTTPException as exc:
                 if dog.fired:
@@ -467,6 +479,7 @@ class SymbolServer:
             if got > limit:
                 raise SymbolServerError(f"body exceeds the limit of {limit} bytes", path=url)
             chunks.append(chunk)
+        self._raw_got = got
         body = b"".join(chunks)
         if (resp.getheader("Content-Encoding") or "").strip().lower() == "gzip":
             try:
@@ -559,6 +572,8 @@ class SymbolServer:
             return None, f"file.ptr has unknown content {_clean(text, 60)!r}"
         target = text[5:].strip()
         shown = _clean(target, 120)
+        if not _printable_ascii(target) or len(target) > 4096:
+            return None, "file.ptr points to an invalid location (control characters, or too long)"
         parts = urllib.parse.urlsplit(target)
         if parts.scheme.lower() not in ("http", "https"):
             return None, f"file.ptr points to {shown!r}, which is not reachable over HTTP from here"
