@@ -86,9 +86,9 @@ def bombs():
 def test_salvage_refuses_a_zip_bomb(bombs, streamed):
     data = bombs[streamed]
     assert len(data) < 2 << 20
-    t = time.perf_counter()
+    t = time.process_time()
     b = open_bundle(data)
-    took = time.perf_counter() - t
+    took = time.process_time() - t
     assert took < 1.0, took
     assert b.salvaged
     (f,) = b.files
@@ -125,9 +125,9 @@ def test_thirty_thousand_members_refused_fast():
     cd = b"".join(central)
     data = b"".join(local) + cd + struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, n, n, len(cd), off, 0)
     assert len(zipfile.ZipFile(io.BytesIO(data)).infolist()) == n      # a valid archive
-    t = time.perf_counter()
+    t = time.process_time()
     b = open_bundle(data)
-    assert time.perf_counter() - t < 0.5
+    assert time.process_time() - t < 0.5
     assert [p.kind for p in b.problems] == ["too-many"] and "30,000" in b.problems[0].detail
 
 

@@ -29,6 +29,7 @@ import pkgutil
 import re
 import sys
 import time
+import warnings
 from typing import Dict, Iterator, List, Set, Tuple
 
 import pytest
@@ -42,7 +43,7 @@ except ImportError:                    # Python 3.10
 
 PACKAGES = ("text", "logs", "analysis", "symbolize", "cli")
 LONG = 5_000           #: the long hostile line (chars); a quadratic pattern costs ~10M steps here
-LIMIT = 0.05           #: seconds one match/search may take (linear ones take well under 1 ms)
+LIMIT = 0.05           #: CPU seconds one match/search may take (linear ones take well under 1 ms)
 STEPS = list(range(4, 129, 4))   #: exponential blow-up shows here while it still costs milliseconds
 WATCHDOG = 30.0        #: seconds without progress before the child is killed
 
@@ -84,7 +85,10 @@ def _inline_patterns(mod: object) -> Iterator[Tuple[str, re.Pattern]]:
         src = inspect.getsource(mod)   # type: ignore[arg-type]
     except (OSError, TypeError):
         return
-    for node in ast.walk(ast.parse(src)):
+    with warnings.catch_warnings():            # a module's own odd escapes are not this test's business
+        warnings.simplefilter("ignore")
+        tree = ast.parse(src)
+    for node in ast.walk(tree):
         if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
                 and isinstance(node.func.value, ast.Name) and node.func.value.id == "re"
                 and node.func.attr in _RE_FUNCS and node.args):
@@ -252,9 +256,9 @@ def hostile_inputs(p: re.Pattern) -> Iterator[Tuple[str, object]]:
 
 
 def _time(fn, s: str) -> float:
-    t = time.perf_counter()
+    t = time.process_time()
     fn(s)
-    return time.perf_counter() - t
+    return time.process_time() - t
 
 
 def _check(p: re.Pattern) -> List[str]:
@@ -299,7 +303,7 @@ def test_sweep_finds_the_patterns():
 def test_near_match_reaches_literal_prefixes():
     p = re.compile(r"^\s*System Uptime:\s*(?P<v>.+?)\s*$", re.I)
     labels = [make(3) for _, make in hostile_inputs(p)]      # type: ignore[operator]
-    assert any(s.startswith("System Uptime:") for s in labels)
+    assert any(s.lstrip().startswith("System Uptime:") for s in labels)
 
 
 def test_sweep_catches_bad_patterns():
