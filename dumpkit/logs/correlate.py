@@ -85,7 +85,7 @@ def parse_debug_session_time(text: str) -> Optional[datetime]:
         dt = datetime(int(m.group(7)), mon, int(m.group(2)), int(m.group(3)), int(m.group(4)), int(m.group(5)),
                       int((m.group(6) or "0").ljust(3, "0")) * 1000)
     except ValueError:
-        warnings.warn(DumpWarning(f"debug session time {m.group(0)[:60]!r} is not a real date; ignored"))
+        warnings.warn(DumpWarning(f"debug session time {m.group(0)[:60]!r} is not a real date; ignored"), stacklevel=2)
         return None
     if m.group(8):
         off = timedelta(hours=int(m.group(9)), minutes=int(m.group(10)))
