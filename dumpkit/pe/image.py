@@ -525,7 +525,9 @@ class PEImage:
             return []
         n = min(size // 12, MAX_RUNTIME_FUNCTIONS)
         raw = self.read_rva_partial(rva, 12 * n)
-        n = len(raw) // 12
+        # pages the image lacks read as zeros, and an all-zero entry is never valid: a tiny file that
+        # declares a huge exception directory must not cost millions of entries (fuzz/crashers/pe)
+        n = min(len(raw) // 12, (len(raw.rstrip(b"\0")) + 11) // 12)
         limit = self.size_of_image
         out = [RuntimeFunction(b, e, u) for b, e, u in _RF.iter_unpack(raw[:12 * n])
                if 0 < b < e <= limit and u < limit]
