@@ -149,7 +149,9 @@ class Dump:
         res = cache.get(key)
         if res is None:
             sp = symbol_path if isinstance(symbol_path, SymbolPath) else SymbolPath(symbol_path, offline=offline)
-            images = DumpMemoryImages(self._memory, warn=self.target.sink) if self.physical is not None else None
+            # full/bitmap dumps map the images; a triage dump may carry them as data blocks (an image
+            # whose header is not captured gives None there)
+            images = DumpMemoryImages(self._memory, warn=self.target.sink)
             res = cache[key] = Resolver(sp, offline=offline, images=images)
         return res
 

@@ -97,6 +97,13 @@ def truncation_reasons(d: Any) -> List[str]:
 def fill_from_dump(analysis: Any, dump: Any, resolver: Any = None) -> Any:
     """Crash time, uptime, OS build and the culprit image from an open dump."""
     analysis.crash_time, analysis.uptime = dump.crash_time, dump.uptime
+    if analysis.crash_time is not None:         # in the machine's own zone, where the dump tells it
+        from ..kernel.shareddata import local_crash_time, time_zone_offset
+        reader = getattr(dump, "try_read_virtual", None)
+        if reader is not None:
+            arch = getattr(dump, "arch", None)
+            offset = time_zone_offset(reader, getattr(arch, "pointer_size", 8) or 8)
+            analysis.crash_time = local_crash_time(analysis.crash_time, offset)
     analysis.os_build = getattr(dump, "build", None)
     versions: Dict[str, Dict[str, str]] = {}
     name = getattr(analysis.culprit, "module", None)
