@@ -20,6 +20,8 @@ import dumpkit
 from dumpkit.kernel.shareddata import local_crash_time, time_zone_offset
 from fixtures import emulate_case1 as C
 
+from .conftest import shared_path
+
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "fixtures" / "samples" / "case1_ks.dmp"
 LOGS = ROOT / "fixtures" / "samples" / "case1_logs"
@@ -135,3 +137,19 @@ def test_time_zone_bias_is_validated():
     utc = dt.datetime(2023, 6, 26, 0, 7, 55, tzinfo=dt.timezone.utc)
     assert local_crash_time(utc, dt.timedelta(hours=8)).strftime("%H:%M %z") == "08:07 +0800"
     assert local_crash_time(utc, None) is utc
+
+
+@pytest.mark.filterwarnings("ignore::dumpkit.errors.DumpWarning")   # arm64 build 22000: no thread layout
+def test_a_real_triage_dump_carries_the_time_zone():
+    """The real Windows 11 ARM64 triage dump has a 256-byte data block at KUSER_SHARED_DATA+0x14: its
+    SystemTime (+0x14) is the header's crash time, and its TimeZoneBias (+0x20) is consistent (UTC-3)."""
+    path = shared_path("dumps", "triage_arm64.dmp")
+    with dumpkit.open(path) as d:
+        raw = d.try_read_virtual(0xFFFFF78000000014, 0x18)
+        low, high1, high2 = struct.unpack_from("<Iii", raw, 0)
+        assert high1 == high2
+        kuser_time = dt.datetime(1601, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(microseconds=((high1 << 32) | low) // 10)
+        assert abs(kuser_time - d.crash_time) < dt.timedelta(seconds=2)
+        assert time_zone_offset(d.try_read_virtual) == dt.timedelta(hours=-3)
+    a = dumpkit.analyze(str(path), offline=True)
+    assert a.crash_time.utcoffset() == dt.timedelta(hours=-3) and a.crash_time == d.crash_time
