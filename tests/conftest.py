@@ -77,3 +77,16 @@ def symstore() -> Path:
 
 # make `from conftest import shared_path` work as well as `from .conftest import ...`
 sys.modules.setdefault("conftest", sys.modules[__name__])
+
+
+def pytest_collection_modifyitems(config, items):
+    """`slow` and `bench` tests are opt-in: they run only when `-m` names their marker
+    (`pytest -m slow`), so the default suite stays within its time budget."""
+    expr = config.getoption("markexpr") or ""
+    for marker in ("slow", "bench"):
+        if marker in expr:
+            continue
+        skip = pytest.mark.skip(reason=f"opt-in: pytest -m {marker}")
+        for item in items:
+            if marker in item.keywords:
+                item.add_marker(skip)
