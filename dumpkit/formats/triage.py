@@ -161,10 +161,10 @@ def read_dump_string(src: Source, offset: int, limit: int = 0x800) -> str:
     return raw.decode("utf-16-le", errors="replace")
 
 
-def _section_ok(src: Source, off: int, size: int, what: str, msgs: List[str]) -> bool:
+def _section_ok(src: Source, layout: "BodyLayout", off: int, size: int, what: str, msgs: List[str]) -> bool:
     if off == 0 or off == 0xFFFFFFFF:
         return False
-    if off < TRIAGE_OFFSET or off + size > src.size:
+    if off < layout.start or off + size > src.size:
         _warn(src, msgs, f"{what} at offset {off:#x} (+{size:#x}) lies outside the file "
                          f"({src.size:#x} bytes); section ignored")
         return False
@@ -185,16 +185,37 @@ def _usable_entries(src: Source, msgs: List[str], what: str, count: int, limit: 
     return count
 
 
+@dataclass(frozen=True)
+class BodyLayout:
+    """What differs between the 64-bit and 32-bit triage bodies once the header is parsed: where
+    the body starts and how its tables' entries are laid out (each parser defines its own)."""
+
+    start: int                  # file offset of TRIAGE_DUMP64/32; no section may lie before it
+    driver: struct.Struct       # DUMP_DRIVER_ENTRY: name offset, base, entry, size, flags, 3 skipped, checksum, stamp
+    unloaded_count: int         # width of the unloaded-driver count (8 or 4 bytes)
+    unloaded: struct.Struct     # DUMP_UNLOADED_DRIVERS: ... then name (WCHAR[12]), start, end last
+    block: struct.Struct        # TRIAGE_DATA_BLOCK: address, offset, size
+    mm: struct.Struct           # DUMP_MM_STORAGE: the 13 MmInfo fields
+
+
+_LAYOUT64 = BodyLayout(TRIAGE_OFFSET, _DRIVER, 8, _UNLOADED, _BLOCK, struct.Struct("<6I7Q"))
+
+
 def parse_triage(src: Source) -> TriageDump:
     if src.size < TRIAGE_OFFSET + 0x80:
         raise TruncatedDumpError(f"truncated at offset {src.size:#x}: no room for TRIAGE_DUMP64",
                                  path=src.path, offset=TRIAGE_OFFSET, expected="0x80-byte TRIAGE_DUMP64")
     t = _Triage64.parse(src.read(TRIAGE_OFFSET, 0x80))
     fields = {k: v for k, v in t.items() if not k.startswith("_") and isinstance(v, int)}
+    return parse_sections(src, fields, _LAYOUT64)
+
+
+def parse_sections(src: Source, fields: Dict[str, int], layout: BodyLayout) -> TriageDump:
+    """The sections a parsed triage header points at (``fields`` by their TRIAGE_DUMP64 names)."""
     msgs: List[str] = []
 
     valid = False
-    vo = t.valid_offset
+    vo = fields["valid_offset"]
     if 0 < vo and vo + 4 <= src.size:
         valid = src.read(vo, 4) == TRIAGE_VALID
     if not valid:
@@ -203,12 +224,12 @@ def parse_triage(src: Source) -> TriageDump:
 
     # -- string pool + driver list ------------------------------------------
     drivers: List[TriageDriver] = []
-    if t.driver_count and _section_ok(src, t.driver_list_offset, 0, "driver list", msgs):
-        count = _usable_entries(src, msgs, "driver list", t.driver_count, MAX_DRIVERS, t.driver_list_offset,
-                                DRIVER_ENTRY_SIZE)
+    dl, entry_size = fields["driver_list_offset"], layout.driver.size
+    if fields["driver_count"] and _section_ok(src, layout, dl, 0, "driver list", msgs):
+        count = _usable_entries(src, msgs, "driver list", fields["driver_count"], MAX_DRIVERS, dl, entry_size)
         for i in range(count):
-            off = t.driver_list_offset + i * DRIVER_ENTRY_SIZE
-            (name_off, base, entry, size, flags, _lc, _lc2, _sp, checksum, ts) = _DRIVER.unpack_from(
+            off = dl + i * entry_size
+            (name_off, base, entry, size, flags, _lc, _lc2, _sp, checksum, ts) = layout.driver.unpack_from(
                 src.buffer, off)
             try:
                 name = read_dump_string(src, name_off) if name_off else ""
@@ -219,24 +240,25 @@ def parse_triage(src: Source) -> TriageDump:
 
     # -- unloaded drivers --------------------------------------------------------
     unloaded: List[TriageUnloaded] = []
-    uo = t.unloaded_drivers_offset
-    if _section_ok(src, uo, 8, "unloaded-driver list", msgs):
-        n = _usable_entries(src, msgs, "unloaded-driver list", src.u64(uo), MAX_UNLOADED, uo + 8,
-                            UNLOADED_ENTRY_SIZE)
+    uo, width, entry_size = fields["unloaded_drivers_offset"], layout.unloaded_count, layout.unloaded.size
+    if _section_ok(src, layout, uo, width, "unloaded-driver list", msgs):
+        stated = src.u64(uo) if width == 8 else src.u32(uo)
+        n = _usable_entries(src, msgs, "unloaded-driver list", stated, MAX_UNLOADED, uo + width, entry_size)
         for i in range(n):
-            ln, _mx, _pad, _buf, wname, start, end = _UNLOADED.unpack_from(src.buffer, uo + 8 + i * UNLOADED_ENTRY_SIZE)
+            wname, start, end = layout.unloaded.unpack_from(src.buffer, uo + width + i * entry_size)[-3:]
             name = wname.decode("utf-16-le", errors="replace").split("\0", 1)[0]
             unloaded.append(TriageUnloaded(name, start, end))
 
     # -- data blocks ------------------------------------------------------------
     blocks: List[TriageDataBlock] = []
-    if t.data_blocks_count and _section_ok(src, t.data_blocks_offset, 0, "data-block table", msgs):
-        n = _usable_entries(src, msgs, "data-block table", t.data_blocks_count, MAX_DATA_BLOCKS,
-                            t.data_blocks_offset, _BLOCK.size)
+    bo, entry_size = fields["data_blocks_offset"], layout.block.size
+    if fields["data_blocks_count"] and _section_ok(src, layout, bo, 0, "data-block table", msgs):
+        n = _usable_entries(src, msgs, "data-block table", fields["data_blocks_count"], MAX_DATA_BLOCKS, bo,
+                            entry_size)
         bad = 0
         for i in range(n):
-            va, off, size = _BLOCK.unpack_from(src.buffer, t.data_blocks_offset + i * _BLOCK.size)
-            if off + size > src.size or off < TRIAGE_OFFSET:
+            va, off, size = layout.block.unpack_from(src.buffer, bo + i * entry_size)
+            if off + size > src.size or off < layout.start:
                 bad += 1
                 continue
             blocks.append(TriageDataBlock(va, off, size))
@@ -244,13 +266,12 @@ def parse_triage(src: Source) -> TriageDump:
             _warn(src, msgs, f"{bad} data blocks point outside the file and were ignored")
 
     mm = None
-    if _section_ok(src, t.mm_offset, 0x50, "MM storage", msgs):
-        vals = struct.unpack_from("<6I7Q", src.buffer, t.mm_offset)
-        mm = MmInfo(*vals)
+    if _section_ok(src, layout, fields["mm_offset"], layout.mm.size, "MM storage", msgs):
+        mm = MmInfo(*layout.mm.unpack_from(src.buffer, fields["mm_offset"]))
 
     # -- secondary data after SizeOfDump (normal: skip, count) -----------------
     blobs = 0
-    so = t.size_of_dump
+    so = fields["size_of_dump"]
     if so and so + 16 <= src.size and src.read(so, 8) == b"DumpBlob":
         off = so + src.u32(so + 8)
         while off + 0x20 <= src.size and blobs < 4096:
@@ -261,5 +282,5 @@ def parse_triage(src: Source) -> TriageDump:
             blobs += 1
             off += 0x20 + pre + size + post
 
-    return TriageDump(fields=fields, top_of_stack=t.top_of_stack, drivers=drivers, unloaded=unloaded,
+    return TriageDump(fields=fields, top_of_stack=fields["top_of_stack"], drivers=drivers, unloaded=unloaded,
                       data_blocks=blocks, mm=mm, valid=valid, secondary_blobs=blobs, warnings=msgs)

@@ -7,19 +7,17 @@ u32 name offset + the 0x48-byte KLDR_DATA_TABLE_ENTRY32 image), DUMP_UNLOADED_DR
 in ``docs/dump-formats.md``.  The result is the same :class:`~dumpkit.formats.triage.TriageDump`
 the 64-bit parser gives.
 
-Every offset and count is checked against the file before use; a section that does
-not fit is dropped with a warning, never read past the end.
+The sections are read by :func:`dumpkit.formats.triage.parse_sections` with this file's
+entry layouts: every offset and count is checked against the file before use; a section that
+does not fit is dropped with a warning, never read past the end.
 """
 from __future__ import annotations
 
 import struct
-import warnings
-from typing import List
 
-from ..errors import CorruptDumpError, DumpWarning, TruncatedDumpError
+from ..errors import TruncatedDumpError
 from ..io import Source
-from .triage import (MAX_DATA_BLOCKS, MAX_DRIVERS, MAX_UNLOADED, TRIAGE_VALID, MmInfo, TriageDataBlock,
-                     TriageDriver, TriageDump, TriageUnloaded, read_dump_string)
+from .triage import BodyLayout, TriageDump, parse_sections
 
 TRIAGE32_OFFSET = 0x1000
 TRIAGE32_FIELDS = (
@@ -41,32 +39,7 @@ _UNLOADED32 = struct.Struct("<HHI 24s II")      # UNICODE_STRING32, WCHAR[12], S
 assert _UNLOADED32.size == UNLOADED32_SIZE
 _BLOCK32 = struct.Struct("<III")                # Address, Offset, Size
 _MM32 = struct.Struct("<13I")
-
-
-def _warn(src: Source, msgs: List[str], text: str) -> None:
-    msgs.append(text)
-    warnings.warn(DumpWarning(f"{src.path}: {text}"), stacklevel=4)
-
-
-def _section_ok(src: Source, off: int, size: int, what: str, msgs: List[str]) -> bool:
-    if off == 0 or off == 0xFFFFFFFF:
-        return False
-    if off < TRIAGE32_OFFSET or off + size > src.size:
-        _warn(src, msgs, f"{what} at offset {off:#x} (+{size:#x}) lies outside the file "
-                         f"({src.size:#x} bytes); section ignored")
-        return False
-    return True
-
-
-def _usable(src: Source, msgs: List[str], what: str, count: int, limit: int, table: int, entry: int) -> int:
-    if count > limit:
-        _warn(src, msgs, f"{what}: count {count} is implausible; ignored")
-        return 0
-    avail = max(0, (src.size - table) // entry)
-    if avail < count:
-        _warn(src, msgs, f"{what} truncated at offset {src.size:#x}: {avail} of {count} entries")
-        return avail
-    return count
+_LAYOUT32 = BodyLayout(TRIAGE32_OFFSET, _DRIVER32, 4, _UNLOADED32, _BLOCK32, _MM32)
 
 
 def parse_triage32(src: Source) -> TriageDump:
@@ -75,66 +48,4 @@ def parse_triage32(src: Source) -> TriageDump:
         raise TruncatedDumpError(f"truncated at offset {src.size:#x}: no room for TRIAGE_DUMP32",
                                  path=src.path, offset=TRIAGE32_OFFSET, expected="0x68-byte TRIAGE_DUMP32")
     vals = _TRIAGE32.unpack(src.read(TRIAGE32_OFFSET, TRIAGE32_SIZE, "TRIAGE_DUMP32"))
-    f = dict(zip(TRIAGE32_FIELDS, vals))
-    msgs: List[str] = []
-
-    vo = f["valid_offset"]
-    valid = 0 < vo and vo + 4 <= src.size and src.read(vo, 4) == TRIAGE_VALID
-    if not valid:
-        _warn(src, msgs, f"the triage 'TRGD' valid marker is missing at ValidOffset {vo:#x}: "
-                         "the dump may be incomplete")
-
-    drivers: List[TriageDriver] = []
-    dl = f["driver_list_offset"]
-    if f["driver_count"] and _section_ok(src, dl, 0, "driver list", msgs):
-        n = _usable(src, msgs, "driver list", f["driver_count"], MAX_DRIVERS, dl, DRIVER_ENTRY32_SIZE)
-        for i in range(n):
-            off = dl + i * DRIVER_ENTRY32_SIZE
-            name_off, base, entry, size, flags, _lc, _u5, _u6, checksum, ts = _DRIVER32.unpack_from(src.buffer, off)
-            try:
-                name = read_dump_string(src, name_off) if name_off else ""
-            except (CorruptDumpError, TruncatedDumpError) as exc:
-                _warn(src, msgs, f"driver entry {i} at {off:#x}: name unreadable ({exc.message})")
-                name = f"unknown_{base:x}"
-            drivers.append(TriageDriver(name, base, size, entry, checksum, ts, flags, name_off))
-
-    unloaded: List[TriageUnloaded] = []
-    uo = f["unloaded_drivers_offset"]
-    if _section_ok(src, uo, 4, "unloaded-driver list", msgs):
-        n = _usable(src, msgs, "unloaded-driver list", src.u32(uo), MAX_UNLOADED, uo + 4, UNLOADED32_SIZE)
-        for i in range(n):
-            _ln, _mx, _buf, wname, start, end = _UNLOADED32.unpack_from(src.buffer, uo + 4 + i * UNLOADED32_SIZE)
-            name = wname.decode("utf-16-le", errors="replace").split("\0", 1)[0]
-            unloaded.append(TriageUnloaded(name, start, end))
-
-    blocks: List[TriageDataBlock] = []
-    bo = f["data_blocks_offset"]
-    if f["data_blocks_count"] and _section_ok(src, bo, 0, "data-block table", msgs):
-        n = _usable(src, msgs, "data-block table", f["data_blocks_count"], MAX_DATA_BLOCKS, bo, _BLOCK32.size)
-        bad = 0
-        for i in range(n):
-            va, off, size = _BLOCK32.unpack_from(src.buffer, bo + i * _BLOCK32.size)
-            if off < TRIAGE32_OFFSET or off + size > src.size:
-                bad += 1
-                continue
-            blocks.append(TriageDataBlock(va, off, size))
-        if bad:
-            _warn(src, msgs, f"{bad} data blocks point outside the file and were ignored")
-
-    mm = None
-    if _section_ok(src, f["mm_offset"], _MM32.size, "MM storage", msgs):
-        mm = MmInfo(*_MM32.unpack_from(src.buffer, f["mm_offset"]))
-
-    blobs = 0
-    so = f["size_of_dump"]
-    if so and so + 16 <= src.size and src.read(so, 8) == b"DumpBlob":
-        off = so + src.u32(so + 8)
-        while off + 0x20 <= src.size and blobs < 4096:
-            hs, _tag, size, pre, post = struct.unpack_from("<I16sIII", src.buffer, off)
-            if hs != 0x20:
-                break
-            blobs += 1
-            off += 0x20 + pre + size + post
-
-    return TriageDump(fields=f, top_of_stack=f["top_of_stack"], drivers=drivers, unloaded=unloaded,
-                      data_blocks=blocks, mm=mm, valid=valid, secondary_blobs=blobs, warnings=msgs)
+    return parse_sections(src, dict(zip(TRIAGE32_FIELDS, vals)), _LAYOUT32)
