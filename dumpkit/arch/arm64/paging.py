@@ -16,16 +16,16 @@ prototype or transition): reported as such, not resolved.
 """
 from __future__ import annotations
 
-from typing import Dict, Optional, Tuple
+from typing import Tuple
 
-from ...errors import MemoryReadError, MissingPageError, PagedOutError, PageNotPresentError, TranslationError
+from ...errors import MissingPageError, PagedOutError, PageNotPresentError, TranslationError
+from ...memory.paging import PageTranslator
 from ...memory.physical import PAGE_SIZE, PhysicalLayer
 
 OA_MASK = 0x0000FFFFFFFFF000
 _VALID = 1
 _TABLE = 2
 _LEVELS = (("L0", 39), ("L1", 30), ("L2", 21), ("L3", 12))
-_TLB_MAX = 1 << 16
 MASK64 = 0xFFFFFFFFFFFFFFFF
 
 
@@ -35,13 +35,11 @@ def canonical(va: int) -> bool:
     return top == 0 or top == 0x1FFFF
 
 
-class Arm64Translator:
+class Arm64Translator(PageTranslator):
     """Translate and read virtual memory for one ARM64 address space."""
 
     def __init__(self, physical: PhysicalLayer, dtb: int) -> None:
-        self.physical = physical
-        self.dtb = dtb & OA_MASK            # drops an ASID in bits 63:48 and CnP in bit 0
-        self._tlb: Dict[int, int] = {}
+        super().__init__(physical, dtb & OA_MASK)   # drops an ASID in bits 63:48 and CnP in bit 0
 
     def _entry(self, table: int, index: int, level: str, va: int) -> int:
         try:
@@ -77,42 +75,6 @@ class Arm64Translator:
                 return (e & OA_MASK & ~(size - 1)) | (va & (size - 1)), size, "large"
             table = e & OA_MASK
         raise TranslationError(f"{va:#x}: translation did not end", address=va)   # pragma: no cover
-
-    def translate(self, va: int) -> int:
-        page = va & ~0xFFF
-        hit = self._tlb.get(page)
-        if hit is not None:
-            return hit | (va & 0xFFF)
-        pa = self.walk(va)[0]
-        if len(self._tlb) >= _TLB_MAX:
-            self._tlb.clear()
-        self._tlb[page] = pa & ~0xFFF
-        return pa
-
-    def read(self, va: int, size: int, zero_fill: bool = False) -> bytes:
-        if size <= 0:
-            return b""
-        if (va & 0xFFF) + size <= PAGE_SIZE:
-            try:
-                pa = self.translate(va)
-            except MemoryReadError:
-                if zero_fill:
-                    return bytes(size)
-                raise
-            return self.physical.read(pa, size, zero_fill)
-        out = bytearray()
-        cur, end = va, va + size
-        while cur < end:
-            n = min(end - cur, PAGE_SIZE - (cur & 0xFFF))
-            out += self.read(cur, n, zero_fill)
-            cur += n
-        return bytes(out)
-
-    def try_read(self, va: int, size: int) -> Optional[bytes]:
-        try:
-            return self.read(va, size)
-        except MemoryReadError:
-            return None
 
     def __repr__(self) -> str:
         return f"<Arm64Translator dtb={self.dtb:#x}>"

@@ -15,9 +15,10 @@ zero entry is not mapped (:class:`PageNotPresentError`).  Translations are cache
 """
 from __future__ import annotations
 
-from typing import Dict, Optional, Tuple
+from typing import Tuple
 
-from ...errors import MemoryReadError, MissingPageError, PagedOutError, PageNotPresentError, TranslationError
+from ...errors import MissingPageError, PagedOutError, PageNotPresentError, TranslationError
+from ...memory.paging import PageTranslator
 from ...memory.physical import PAGE_SIZE, PhysicalLayer
 
 _P = 1
@@ -25,18 +26,15 @@ _PS = 1 << 7
 _PROTO = 1 << 10
 _TRANS = 1 << 11
 PAE_PFN_MASK = 0x000FFFFFFFFFF000
-_TLB_MAX = 1 << 16
 VA_LIMIT = 1 << 32
 
 
-class X86Translator:
+class X86Translator(PageTranslator):
     """Translate and read virtual memory of one 32-bit address space (one CR3)."""
 
     def __init__(self, physical: PhysicalLayer, dtb: int, pae: bool) -> None:
-        self.physical = physical
         self.pae = bool(pae)
-        self.dtb = dtb & (0xFFFFFFE0 if self.pae else 0xFFFFF000)
-        self._tlb: Dict[int, int] = {}
+        super().__init__(physical, dtb & (0xFFFFFFE0 if self.pae else 0xFFFFF000))
 
     @property
     def mode(self) -> str:
@@ -105,46 +103,13 @@ class X86Translator:
             return self._not_valid(pte, "PTE", va, PAE_PFN_MASK, True)
         return (pte & PAE_PFN_MASK) | (va & 0xFFF), PAGE_SIZE, "valid"
 
-    def translate(self, va: int) -> int:
-        page = va & ~0xFFF
-        hit = self._tlb.get(page)
-        if hit is not None:
-            return hit | (va & 0xFFF)
-        pa = self.walk(va)[0]
-        if len(self._tlb) >= _TLB_MAX:
-            self._tlb.clear()
-        self._tlb[page] = pa & ~0xFFF
-        return pa
-
     def read(self, va: int, size: int, zero_fill: bool = False) -> bytes:
         """``size`` bytes at ``va`` across pages; errors say why a page cannot be read."""
-        if size <= 0:
-            return b""
-        if va < 0 or va + size > VA_LIMIT:
+        if size > 0 and (va < 0 or va + size > VA_LIMIT):
             if zero_fill:
                 return bytes(size)
             raise TranslationError(f"{va:#x}+{size:#x} leaves the 32-bit address space", address=va)
-        if (va & 0xFFF) + size <= PAGE_SIZE:
-            try:
-                pa = self.translate(va)
-            except MemoryReadError:
-                if zero_fill:
-                    return bytes(size)
-                raise
-            return self.physical.read(pa, size, zero_fill)
-        out = bytearray()
-        cur, end = va, va + size
-        while cur < end:
-            n = min(end - cur, PAGE_SIZE - (cur & 0xFFF))
-            out += self.read(cur, n, zero_fill)
-            cur += n
-        return bytes(out)
-
-    def try_read(self, va: int, size: int) -> Optional[bytes]:
-        try:
-            return self.read(va, size)
-        except MemoryReadError:
-            return None
+        return super().read(va, size, zero_fill)
 
     def __repr__(self) -> str:
         return f"<X86Translator {self.mode} dtb={self.dtb:#x}>"
