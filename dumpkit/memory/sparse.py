@@ -7,10 +7,13 @@ starts; overlapping intervals are allowed (the first stored wins).
 from __future__ import annotations
 
 import bisect
-from typing import Iterator, List, Optional, Tuple
+from typing import TYPE_CHECKING, Iterator, List, Optional, Tuple
 
 from ..errors import TranslationError
 from ..io import Source
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..formats.triage import TriageDump
 
 
 class SparseMemory:
@@ -86,3 +89,20 @@ class SparseMemory:
 
     def __repr__(self) -> str:
         return f"<SparseMemory {len(self._items)} intervals>"
+
+
+def triage_memory(source: Source, t: "TriageDump", kd_debugger_data_block: Optional[int]) -> SparseMemory:
+    """The ranges a parsed triage body (64- or 32-bit) captured: the call stack ("stack"), the
+    debugger-data copy at the header's KdDebuggerDataBlock ("kdbg"), the data page and every data block."""
+    sp = SparseMemory(source)
+    f = t.fields
+    if f["call_stack_offset"] and f["size_of_call_stack"]:
+        sp.add(t.top_of_stack, f["size_of_call_stack"], f["call_stack_offset"], "stack")
+    kd = kd_debugger_data_block
+    if kd and f["debugger_data_offset"] and f["debugger_data_size"]:
+        sp.add(kd, f["debugger_data_size"], f["debugger_data_offset"], "kdbg")
+    if f["data_page_address"] and f["data_page_offset"] and f["data_page_size"]:
+        sp.add(f["data_page_address"], f["data_page_size"], f["data_page_offset"], "data_page")
+    for b in t.data_blocks:
+        sp.add(b.address, b.size, b.offset, "data_block")
+    return sp

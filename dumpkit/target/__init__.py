@@ -94,6 +94,17 @@ class HeaderFacts:
     context_record: bytes             # the raw CONTEXT of the header
     pointer_size: int = 8
 
+    @classmethod
+    def of_dump_header(cls, h: Any, pointer_size: int) -> "HeaderFacts":
+        """The facts of a DUMP_HEADER64 or DUMP_HEADER32 (parsed headers with the same attribute names)."""
+        return cls(machine=h.machine_image_type, dump_type=h.dump_type, dump_type_name=h.dump_type_name,
+                   build=h.build, major_version=h.major_version, bugcheck_code=h.bugcheck_code,
+                   bugcheck_parameters=tuple(h.bugcheck_parameters),
+                   directory_table_base=h.directory_table_base, ps_loaded_module_list=h.ps_loaded_module_list,
+                   ps_active_process_head=h.ps_active_process_head,
+                   kd_debugger_data_block=h.kd_debugger_data_block, number_processors=h.number_processors,
+                   context_record=h.context_record, pointer_size=pointer_size)
+
 
 @dataclass
 class Body:

@@ -21,13 +21,7 @@ NAME = "PAGEDUMP"
 
 
 def facts_of32(h: DumpHeader32) -> HeaderFacts:
-    return HeaderFacts(machine=h.machine_image_type, dump_type=h.dump_type, dump_type_name=h.dump_type_name,
-                       build=h.build, major_version=h.major_version, bugcheck_code=h.bugcheck_code,
-                       bugcheck_parameters=tuple(h.bugcheck_parameters),
-                       directory_table_base=h.directory_table_base, ps_loaded_module_list=h.ps_loaded_module_list,
-                       ps_active_process_head=h.ps_active_process_head,
-                       kd_debugger_data_block=h.kd_debugger_data_block, number_processors=h.number_processors,
-                       context_record=h.context_record, pointer_size=4)
+    return HeaderFacts.of_dump_header(h, pointer_size=4)
 
 
 class Header32(HeaderFormat):

@@ -17,7 +17,7 @@ from ..formats.header import DumpHeader, parse_header
 from ..formats.triage import parse_triage
 from ..io import Source
 from ..memory.physical import BitmapLayer, RunsLayer, check_data_fits
-from ..memory.sparse import SparseMemory
+from ..memory.sparse import triage_memory
 from . import Body, HeaderFacts
 from .registry import BodyOpener, HeaderFormat, register_header_format, register_opener
 
@@ -29,13 +29,7 @@ MAX_PFN = 1 << 40                     # 52-bit physical address space
 
 
 def facts_of(h: DumpHeader) -> HeaderFacts:
-    return HeaderFacts(machine=h.machine_image_type, dump_type=h.dump_type, dump_type_name=h.dump_type_name,
-                       build=h.build, major_version=h.major_version, bugcheck_code=h.bugcheck_code,
-                       bugcheck_parameters=tuple(h.bugcheck_parameters),
-                       directory_table_base=h.directory_table_base, ps_loaded_module_list=h.ps_loaded_module_list,
-                       ps_active_process_head=h.ps_active_process_head,
-                       kd_debugger_data_block=h.kd_debugger_data_block, number_processors=h.number_processors,
-                       context_record=h.context_record, pointer_size=8)
+    return HeaderFacts.of_dump_header(h, pointer_size=8)
 
 
 class Header64(HeaderFormat):
@@ -135,17 +129,7 @@ class TriageOpener(BodyOpener):
         note = getattr(warn, "note", None)
         for w in t.warnings:                      # parse_triage has raised them as DumpWarnings already
             note(w) if note is not None else warn(w)
-        sp = SparseMemory(source)
-        f = t.fields
-        if f["call_stack_offset"] and f["size_of_call_stack"]:
-            sp.add(t.top_of_stack, f["size_of_call_stack"], f["call_stack_offset"], "stack")
-        kd = h.kd_debugger_data_block
-        if kd and f["debugger_data_offset"] and f["debugger_data_size"]:
-            sp.add(kd, f["debugger_data_size"], f["debugger_data_offset"], "kdbg")
-        if f["data_page_address"] and f["data_page_offset"] and f["data_page_size"]:
-            sp.add(f["data_page_address"], f["data_page_size"], f["data_page_offset"], "data_page")
-        for b in t.data_blocks:
-            sp.add(b.address, b.size, b.offset, "data_block")
+        sp = triage_memory(source, t, h.kd_debugger_data_block)
         return Body(sparse=sp, triage=t)
 
 

@@ -22,7 +22,7 @@ from ...formats.triage import TriageDump
 from ...formats.triage32 import parse_triage32
 from ...io import Source
 from ...memory.physical import BitmapLayer, PhysicalLayer, RunsLayer, check_data_fits
-from ...memory.sparse import SparseMemory
+from ...memory.sparse import SparseMemory, triage_memory
 from .paging import X86Translator
 
 MAX_PFN32 = 1 << 24              # PAE: 36-bit physical addresses (64 GiB) = 2^24 page frames
@@ -92,17 +92,7 @@ def full_body32(src: Source, hdr: DumpHeader32, warn: Callable[[str], None]) -> 
 def triage_body32(src: Source, hdr: DumpHeader32, warn: Callable[[str], None]) -> Tuple[SparseMemory, TriageDump]:
     """DumpType 4: TRIAGE_DUMP32 and a sparse virtual memory of its captured ranges."""
     t = parse_triage32(src)
-    sp = SparseMemory(src)
-    f = t.fields
-    if f["call_stack_offset"] and f["size_of_call_stack"]:
-        sp.add(t.top_of_stack, f["size_of_call_stack"], f["call_stack_offset"], "stack")
-    kd = hdr.kd_debugger_data_block
-    if kd and f["debugger_data_offset"] and f["debugger_data_size"]:
-        sp.add(kd, f["debugger_data_size"], f["debugger_data_offset"], "kdbg")
-    if f["data_page_address"] and f["data_page_offset"] and f["data_page_size"]:
-        sp.add(f["data_page_address"], f["data_page_size"], f["data_page_offset"], "data_page")
-    for b in t.data_blocks:
-        sp.add(b.address, b.size, b.offset, "data_block")
+    sp = triage_memory(src, t, hdr.kd_debugger_data_block)
     return sp, t
 
 
