@@ -15,6 +15,8 @@ from dumpkit.arch.arm64.paging import Arm64Translator
 from dumpkit.arch.arm64.unwind import decode_codes, packed_ops, parse_record, resolve_save_next, virtual_unwind
 from dumpkit.errors import DumpError
 
+from ._mutate import poke_u32
+
 FAST = settings(max_examples=int(os.environ.get("DUMPKIT_FUZZ_EXAMPLES", "40")), deadline=None,
                 suppress_health_check=[HealthCheck.too_slow], derandomize=True)
 
@@ -194,11 +196,7 @@ def _exercise(data: bytes) -> None:
        value=st.sampled_from([0, 0xFFFFFFFF, 0x45474150, 0x1000, 0x00400007, 0xE4E4E4E4]))
 def test_public_api_on_mutated_arm64_dumps(kind, offs, value):
     """Mutations anywhere in an ARM64 dump (header, context, page tables, .pdata/.xdata, stack)."""
-    data = bytearray(_arm64_dump(kind))
-    for off in offs:
-        off %= max(1, len(data) - 4)
-        data[off:off + 4] = value.to_bytes(4, "little")
-    _exercise(bytes(data))
+    _exercise(poke_u32(_arm64_dump(kind), offs, value))
 
 
 def test_mutated_arm64_unwind_data_and_page_tables():

@@ -13,6 +13,8 @@ import dumpkit
 from dumpkit.errors import DumpError
 from fixtures import factory
 
+from ._mutate import overwrite, poke_u32
+
 KINDS = ["full", "kernel", "bitmap_full", "bitmap_kernel", "triage"]
 _CACHE: dict = {}
 
@@ -82,11 +84,7 @@ def test_truncation(kind, cut):
 @given(edits=st.lists(st.tuples(st.integers(min_value=0, max_value=0x3000), st.binary(min_size=1, max_size=8)),
                       min_size=1, max_size=12))
 def test_mutation_of_header_and_tables(kind, edits):
-    data = bytearray(_base(kind))
-    for off, blob in edits:
-        off %= len(data)
-        data[off:off + len(blob)] = blob[: len(data) - off]
-    exercise(bytes(data))
+    exercise(overwrite(_base(kind), edits))
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -94,11 +92,7 @@ def test_mutation_of_header_and_tables(kind, edits):
 @given(offs=st.lists(st.integers(min_value=0, max_value=1 << 30), min_size=1, max_size=16),
        value=st.sampled_from([0, 0xFFFFFFFF, 0x7FFFFFFF, 0x45474150, 0x2000, 0x10000]))
 def test_mutation_anywhere(kind, offs, value):
-    data = bytearray(_base(kind))
-    for off in offs:
-        off %= max(1, len(data) - 4)
-        data[off:off + 4] = value.to_bytes(4, "little")
-    exercise(bytes(data))
+    exercise(poke_u32(_base(kind), offs, value))
 
 
 def test_memory_stays_bounded_on_hostile_counts():

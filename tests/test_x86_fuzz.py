@@ -24,6 +24,8 @@ from dumpkit.io import Source
 from fixtures.factory32 import (Driver32, Header32, Triage32, X86Regs, make_basic_dump32, trap_frame32,
                                 write_triage_dump32)
 
+from ._mutate import overwrite, poke_u32
+
 KINDS = ["full", "bitmap", "summary", "full_nopae", "triage"]
 MUTATE = ["full", "summary", "triage"]   # the bitmap and non-PAE bodies share their tables with these
 _CACHE: dict = {}
@@ -89,11 +91,7 @@ def test_truncation32(kind, cut):
 @given(edits=st.lists(st.tuples(st.integers(min_value=0, max_value=0x2000), st.binary(min_size=1, max_size=8)),
                       min_size=1, max_size=12))
 def test_mutation_of_header_and_tables32(kind, edits):
-    data = bytearray(_base(kind))
-    for off, blob in edits:
-        off %= len(data)
-        data[off:off + len(blob)] = blob[: len(data) - off]
-    exercise32(bytes(data))
+    exercise32(overwrite(_base(kind), edits))
 
 
 @pytest.mark.parametrize("kind", MUTATE + ["full_nopae"])
@@ -102,11 +100,7 @@ def test_mutation_of_header_and_tables32(kind, edits):
        value=st.sampled_from([0, 0xFFFFFFFF, 0x7FFFFFFF, 0x45474150, 0x1000, 0x8B7FFE00, 0x82000000]))
 def test_mutation_anywhere32(kind, offs, value):
     """Anywhere includes the page tables and the stack: loops, junk PTEs and junk frames."""
-    data = bytearray(_base(kind))
-    for off in offs:
-        off %= max(1, len(data) - 4)
-        data[off:off + 4] = value.to_bytes(4, "little")
-    exercise32(bytes(data))
+    exercise32(poke_u32(_base(kind), offs, value))
 
 
 @FUZZ
@@ -189,11 +183,7 @@ def exercise_public(data: bytes) -> None:
 @given(offs=st.lists(st.integers(min_value=0, max_value=1 << 30), min_size=1, max_size=8),
        value=st.sampled_from([0, 0xFFFFFFFF, 0x45474150, 0x1000, 0x8B7FFE00, 0x82000000]))
 def test_public_api_on_mutated_32bit_dumps(kind, offs, value):
-    data = bytearray(_base(kind))
-    for off in offs:
-        off %= max(1, len(data) - 4)
-        data[off:off + 4] = value.to_bytes(4, "little")
-    exercise_public(bytes(data))
+    exercise_public(poke_u32(_base(kind), offs, value))
 
 
 def test_dumpkit_open_on_mutated_32bit_files():
