@@ -18,6 +18,7 @@ from ..model import Module, ModuleList
 from .layouts import kldr_timestamp_offset
 
 if TYPE_CHECKING:  # pragma: no cover
+    from ..formats.triage import TriageDump
     from .state import Kernel
 
 MAX_MODULES = 4096
@@ -50,6 +51,11 @@ def load_modules(k: "Kernel") -> Tuple[ModuleList, ModuleList]:
 def _triage_modules(k: "Kernel") -> Tuple[ModuleList, ModuleList]:
     t = k.triage
     assert t is not None
+    return modules_from_triage(t)
+
+
+def modules_from_triage(t: "TriageDump") -> Tuple[ModuleList, ModuleList]:
+    """(loaded, unloaded) from a triage body's driver and unloaded-driver lists (64- or 32-bit)."""
     mods = []
     for d in t.drivers:
         full = d.name if "\\" in d.name or "/" in d.name else None

@@ -15,6 +15,7 @@ import struct
 from typing import Callable, List, Optional, Tuple
 
 from ...errors import MemoryReadError
+from ...kernel.modules import modules_from_triage
 from ...model import Module, ModuleList
 
 MAX_MODULES = 4096
@@ -34,13 +35,8 @@ def _base_name(name: str) -> str:
 
 
 def triage_modules32(triage) -> Tuple[ModuleList, ModuleList]:
-    mods = []
-    for d in triage.drivers:
-        full = d.name if "\\" in d.name or "/" in d.name else None
-        mods.append(Module(name=d.base_name, base=d.base, size=d.size, path=full, timestamp=d.timestamp,
-                           checksum=d.checksum))
-    unl = [Module(name=u.name, base=u.start, size=max(0, u.end - u.start), unloaded=True) for u in triage.unloaded]
-    return ModuleList(mods), ModuleList(unl)
+    """(loaded, unloaded) from the TRIAGE_DUMP32 lists: the same reading as the 64-bit body's."""
+    return modules_from_triage(triage)
 
 
 def _unicode32(read: Callable[[int, int], bytes], raw8: bytes) -> Optional[str]:
