@@ -146,6 +146,8 @@ def test_cli_info_modules_stack_analyze(dumps, capsys):
 
 def test_json_outputs_of_32bit_dumps_follow_the_schemas(dumps, capsys):
     pytest.importorskip("jsonschema")
+    if not dumps["aspace"].pae:
+        pytest.skip("the JSON does not depend on the paging mode: checked on the PAE dumps")
     from dumpkit.cli.main import main
     from dumpkit.schemas import validate
     for kind in ("full", "triage"):
