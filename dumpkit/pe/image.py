@@ -515,8 +515,10 @@ class PEImage:
             limit = self.size_of_image
             rfs = []
             for b, u in read_pdata(self):
+                if not (0 < b < limit and (u & 3 or u < limit)):
+                    continue                      # checked before reading any .xdata header
                 n = function_length(self, u)
-                if 0 < b and n and b + n <= limit and (u & 3 or u < limit):
+                if n and b + n <= limit:
                     rfs.append(RuntimeFunction(b, b + n, u))
             rfs.sort()
             return rfs

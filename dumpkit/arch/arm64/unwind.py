@@ -262,7 +262,10 @@ def read_pdata(image) -> List[Tuple[int, int]]:
         return []
     n = min(size // 8, MAX_RUNTIME_FUNCTIONS)
     raw = image.read_rva_partial(rva, 8 * n)
-    return [(b, u) for b, u in struct.iter_unpack("<II", raw[:len(raw) // 8 * 8])]
+    # pages the image lacks read as zeros and an entry with begin 0 is never valid: a tiny file that
+    # declares a huge exception directory must not cost millions of entries (fuzz/crashers/pe)
+    n = min(len(raw) // 8, (len(raw.rstrip(b"\0")) + 7) // 8)
+    return [(b, u) for b, u in struct.iter_unpack("<II", raw[:8 * n]) if b]
 
 
 def function_length(image, word: int) -> int:
