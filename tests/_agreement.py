@@ -191,6 +191,10 @@ def render(case: Dict[str, Any]) -> str:
         if k in CONCLUSION_KEYS:
             continue
         lines.append(f"{k}:  {v}")
+        if k == "CHKIMG_EXTENSION" and case.get("chkimg"):     # the '!chkimg' summary line under it
+            ck = case["chkimg"]
+            lines.append(f"{ck['errors']} error{'s' if ck['errors'] != 1 else ''} : !{ck['module']}"
+                         + (f" ({ck['range']})" if ck.get("range") else ""))
         lines.append("")
     fip = case.get("faulting_ip")
     if fip:

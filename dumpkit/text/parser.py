@@ -55,12 +55,16 @@ _ATTEMPT_RE = re.compile(r"Attempt to (?P<what>read from|write to|execute(?: non
                          r"(?P<v>[0-9a-fA-F`]{1,17})", re.I)
 _SETUP_SVC_RE = re.compile(r"(?:DelService|AddService)\s*=\s*(?P<a>[\w.\-]+)|(?:Deleted|Added|Installed) service\s+'(?P<b>[\w.\-]+)'",
                            re.I)
+# '!chkimg' summary: '67 errors : !win32kfull (fffff1e0`56a1fccf-fffff1e0`56afa46a)' (bytes that differ from the
+# image file); a single '1 error : !nt (...)' line is singular
+_CHKIMG_RE = re.compile(r"^\s*(?P<n>\d{1,7}) errors?\s?:\s?!(?P<mod>[\w.\-]{1,64})(?:\s+\([0-9a-fA-F`\-]{1,40}\))?\s*$")
 _SETUP_FAIL_RE = re.compile(r"Exit status:\s*FAILURE", re.I)
 _SETUP_SECTION_RE = re.compile(r"^\s*>>>\s*\[|^\s*>>>\s+Section start", re.I)
 
 _CODE_FIELDS = {"FOLLOWUP_IP", "FAULTING_IP", "LAST_CONTROL_TRANSFER", "SYMBOL_NAME"}
 MAX_STACK_GAP = 40       # non-frame lines that may separate frames of one listing (kP parameters, warnings)
 MAX_BLOCK_LINES = 4000   # lines kept per multi-line field
+CHKIMG_LARGE = 16        # corrupted bytes (!chkimg) from which the corruption is LARGE (real outputs: 24, 67)
 
 
 class _State:
@@ -257,6 +261,10 @@ def parse_text(text: Union[str, bytes], *, source: Optional[str] = None) -> Pars
             params = pt.exception.setdefault("parameters", [])
             if isinstance(params, list) and int(m.group("n")) == len(params):
                 params.append(parse_hex(m.group("v")))
+            continue
+        m = _CHKIMG_RE.match(line)
+        if m:
+            pt.chkimg_errors[m.group("mod")] = pt.chkimg_errors.get(m.group("mod"), 0) + int(m.group("n"))
             continue
         m = _ATTEMPT_RE.search(line)
         if m:
@@ -520,6 +528,11 @@ def _finish(pt: ParsedText, st: _State) -> None:
 
     if "PROCESS_NAME" in f and f["PROCESS_NAME"]:
         pt.process_name = f["PROCESS_NAME"].split()[0]
+
+    # !chkimg found many bytes of an image changed: WinDbg's MEMORY_CORRUPTOR LARGE (bucket MEMORY_CORRUPTION_LARGE,
+    # module and image memory_corruption); seen on 24 bytes (FLTMGR, 0xEF) and 67 bytes (win32kfull, 0x3B)
+    if pt.chkimg_errors and "MEMORY_CORRUPTOR" not in f and sum(pt.chkimg_errors.values()) >= CHKIMG_LARGE:
+        f["MEMORY_CORRUPTOR"] = "LARGE"
 
     # exception details from the one-line fields too
     if "EXCEPTION_CODE_STR" in f and "code" not in pt.exception:
