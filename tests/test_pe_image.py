@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import struct
 import subprocess
 import uuid
 import warnings
@@ -234,3 +235,48 @@ def test_random_bytes_are_image_errors(blob):
         PEImage.from_bytes(b"MZ" + blob)
     except ImageError:
         pass
+
+
+@pytest.mark.parametrize("machine", [0x8664, 0xAA64])
+def test_huge_declared_exception_directory_costs_what_the_file_holds(machine):
+    """A header declaring a 4 GiB exception directory in a 1 GiB image (a 64 KiB file, one section
+    moved to near the end of it) is read only where the file holds bytes: before, read_rva_partial
+    allocated the whole declared table (48 MiB) and mapped every page of it (~145 MiB, 0.6 s)."""
+    import time
+    import tracemalloc
+
+    data = bytearray(_BASE_IMAGE)
+    opt = 0x98
+    struct.pack_into("<H", data, 0x84, machine)
+    struct.pack_into("<I", data, opt + 56, 0x3FFFF000)                       # SizeOfImage ~1 GiB
+    struct.pack_into("<II", data, opt + 112 + 3 * 8, 0xC000, 0xFFFFFFFF)     # 4 GiB .pdata directory
+    struct.pack_into("<I", data, opt + 0xF0 + 40 + 12, 0x3FF00000)           # .rdata mapped far away
+    ref = PEImage.from_bytes(_BASE_IMAGE)
+    tracemalloc.start()
+    t = time.process_time()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DumpWarning)
+        img = PEImage.from_bytes(bytes(data))
+        rfs = img.runtime_functions
+        touched = (img.exports, img.codeview)        # the tables a user would touch next
+    cpu = time.process_time() - t
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert cpu < 0.5 and peak < 8 << 20, (cpu, peak)
+    assert len(img._pages) < 40 and touched[0] == []   # .rdata (the export table) moved away
+    if machine == 0x8664:
+        assert [f.begin for f in rfs] == [f.begin for f in ref.runtime_functions]
+    # the bytes it does return are the file's; the far section is read where it was moved to
+    assert img.read_rva_partial(0xC000, 0x1000) == _BASE_IMAGE[0xC000:0xD000]
+    assert img.read_rva_partial(0x3FF00000, 16) == _BASE_IMAGE[0x8000:0x8010]
+    assert img.read_rva_partial(0x20000000, 0x1000) == b""                  # no section there
+
+
+def test_read_rva_partial_of_a_memory_image_stops_at_the_last_present_page():
+    data = _exporting_image()
+    mem = FakeMemory()
+    for rva in (0, 0x1000, 0x3000):
+        mem.add(BASE + rva, data[rva:rva + 0x1000])
+    img = PEImage.from_memory(mem.read_virtual, BASE, len(data), name="synth.sys")
+    got = img.read_rva_partial(0x1800, 0xFFFFFFFF)                           # bounded by the mapped size
+    assert got == data[0x1800:0x2000] + bytes(0x1000) + data[0x3000:0x4000]

@@ -117,6 +117,8 @@ class PEImage:
         self.origin = origin                        # 'file', 'bytes', 'memory'
         self.path = path
         self._size_limit = mapped_size_hint if mapped_size_hint else MAX_IMAGE_SIZE
+        # sorted, disjoint RVA ranges holding data (from_bytes: headers and sections); None: all of it
+        self._backed: Optional[List[Tuple[int, int]]] = None
         self._exports: Optional[List[Tuple[int, str]]] = None
         self._export_rvas: List[int] = []
         self._codeview: Optional[CodeView] = None
@@ -135,6 +137,7 @@ class PEImage:
         data = bytes(data)
         layout = _FileLayout(data, path or name or "<bytes>")
         img = cls(layout.page, name=name, origin="bytes" if path is None else "file", path=path)
+        img._backed = layout.backed()
         return img
 
     @classmethod
@@ -219,18 +222,34 @@ class PEImage:
         return bytes(out)
 
     def read_rva_partial(self, rva: int, size: int) -> bytes:
-        """Like :meth:`read_rva` but missing pages read as zeros (for tables)."""
-        size = max(0, min(size, self._size_limit - rva)) if rva >= 0 else 0
-        out = bytearray(size)
-        pos = 0
-        while pos < size:
-            cur = rva + pos
-            idx, off = cur >> 12, cur & (PAGE - 1)
-            n = min(size - pos, PAGE - off)
-            pg = self._page(idx)
-            if pg is not None:
-                out[pos:pos + n] = pg[off:off + n]
-            pos += n
+        """Like :meth:`read_rva` but missing pages read as zeros (for tables).
+
+        The work is bounded by what the image holds, not by what a header declares: only the
+        parts of the range that hold data are read (the file's headers and sections for an image
+        from a file; the mapped size for one in memory) and the result ends with the last byte
+        read, so it can be shorter than ``size``: the bytes left off read as zeros.  A 4 GiB
+        directory declared in a 6 KiB file costs a few pages, not a 4 GiB buffer.
+        """
+        if rva < 0 or size <= 0:
+            return b""
+        end = min(rva + size, self._size_limit)
+        parts: List[Tuple[int, bytes]] = []
+        for lo, hi in self._backed if self._backed is not None else ((0, self._size_limit),):
+            pos, stop = max(lo, rva), min(hi, end)
+            while pos < stop:
+                idx, off = pos >> 12, pos & (PAGE - 1)
+                n = min(stop - pos, PAGE - off)
+                pg = self._page(idx)
+                if pg is not None:
+                    parts.append((pos - rva, pg[off:off + n] if off or n != PAGE else pg))
+                pos += n
+        if not parts:
+            return b""
+        if len(parts) == 1 and parts[0][0] == 0:
+            return parts[0][1]
+        out = bytearray(parts[-1][0] + len(parts[-1][1]))
+        for at, chunk in parts:
+            out[at:at + len(chunk)] = chunk
         return bytes(out)
 
     def read_va(self, va: int, size: int) -> bytes:
@@ -649,6 +668,18 @@ class _FileLayout:
                     self.sections.append((va, roff, length))
         except struct.error:
             pass                       # header errors are reported by PEImage._parse_headers
+
+    def backed(self) -> List[Tuple[int, int]]:
+        """Sorted, disjoint [start, end) RVA ranges mapped from the file (every other page reads as zeros)."""
+        if self.sections is None:
+            self._load_sections()
+        out: List[Tuple[int, int]] = []
+        for lo, hi in sorted([(0, self.headers)] + [(va, va + n) for va, _, n in self.sections or ()]):
+            if out and lo <= out[-1][1]:
+                out[-1] = (out[-1][0], max(out[-1][1], hi))
+            else:
+                out.append((lo, hi))
+        return out
 
     def page(self, rva: int) -> Optional[bytes]:
         if self.sections is None:
