@@ -27,6 +27,8 @@ __all__ = ["Case", "Analyzer", "AnalyzerTable", "Facts", "Verdict", "evaluate", 
 
 CULPRIT_KINDS = ("followup", "param_module", "tdr", "cpu_vendor", "hardware", "unknown", "device_stack")
 CONTEXT_KINDS = ("cxr_param", "trap", "exception", "thread", "none")
+#: code plugins an analyzer may name (``plugin = "..."``; dumpkit.analysis.plugins.PLUGINS implements them)
+PLUGIN_KINDS = ("power_irp",)
 _WHEN_KEYS = {"exception", "fault_kind", "p1", "p2_negative", "field", "field_value", "stack_has", "has",
               "followup", "nested_interrupt", "p1_range"}
 _FACT_RE = re.compile(r"\{([A-Za-z0-9_]+(?::[A-Za-z0-9_.]+)?)\}")
@@ -74,6 +76,7 @@ class Analyzer:
     followup_user: bool = False         # followup_from = "user": the first user-mode frame (0xEF)
     followup_context: bool = False      # followup_from = "context": top frame when the stack is the trap's own context
     usermode: bool = False              # a user-mode analyzer, keyed by the exception code
+    plugin: Optional[str] = None        # a code plugin that dereferences parameters in a dump (PLUGIN_KINDS)
 
     def subtype_name(self, parameters: Sequence[int], kb: Any = None, code: Optional[int] = None) -> Optional[str]:
         """The name of the subtype parameter's value (this table first, then bugcheck_subtypes.json)."""
@@ -169,6 +172,9 @@ class AnalyzerTable:
             if sp not in (1, 2, 3, 4):
                 raise AnalyzerTableError(f"{where}: subtype_param must be 1..4")
             subs = {_hex(k, where): str(v) for k, v in dict(a.get("subtypes", {})).items()}
+            plugin = a.get("plugin")
+            if plugin is not None and plugin not in PLUGIN_KINDS:
+                raise AnalyzerTableError(f"{where}: plugin {plugin!r} is not one of {PLUGIN_KINDS}")
             analyzers.append(Analyzer(codes=codes, cases=cases, context=ctx,
                                       fault_instruction=bool(a.get("fault_instruction", False)),
                                       followup_skip=tuple(str(m).lower() for m in a.get("followup_skip", [])),
@@ -177,7 +183,7 @@ class AnalyzerTable:
                                       followup_user=_followup_from(a.get("followup_from", "triage"), where) == "user",
                                       followup_context=_followup_from(a.get("followup_from", "triage"),
                                                                       where) == "context",
-                                      usermode=bool(a.get("usermode", False))))
+                                      usermode=bool(a.get("usermode", False)), plugin=plugin))
         return cls(overrides, analyzers)
 
     def for_exception(self, exception_code: Optional[int]) -> Optional[Analyzer]:
@@ -254,8 +260,9 @@ class Facts:
     followup: str = ""                           # 'module!function' or ''
     followup_strength: Optional[str] = None      # 'definite' | 'maybe' | 'last' | 'fallback' | 'none'
     cpu_vendor: Optional[str] = None
-    device_image: Optional[str] = None
-    fdo: Optional[str] = None
+    device_image: Optional[str] = None           # 0x9F: IMAGE_NAME of the device stack (the PDO's driver)
+    device_module: Optional[str] = None          # its MODULE_NAME (default: the image without extension)
+    fdo: Optional[str] = None                    # 0x9F: the driver the blocked IRP is pending in
     power: Optional[str] = None                  # 'up' / 'down'
     param_module: Optional[Tuple[str, str]] = None   # (module, image) containing the culprit parameter
     procs: Optional[int] = None
@@ -404,7 +411,7 @@ def _values(facts: Facts, analyzer: Analyzer, case: Case) -> Dict[str, Optional[
         mod, img = facts.param_module
     elif case.culprit == "device_stack" and facts.device_image:
         img = facts.device_image
-        mod = facts.fdo or facts.device_image.rsplit(".", 1)[0]
+        mod = facts.device_module or facts.device_image.rsplit(".", 1)[0]
     elif case.culprit == "cpu_vendor" and facts.cpu_vendor:
         mod, img = facts.cpu_vendor, facts.cpu_vendor + ".sys"
     vals["image"] = img
@@ -490,6 +497,6 @@ def evaluate(facts: Facts, table: Optional[AnalyzerTable] = None) -> Verdict:
         module, image = facts.cpu_vendor, facts.cpu_vendor + ".sys"
     elif chosen.culprit == "device_stack" and facts.device_image:
         image = facts.device_image
-        module = facts.fdo or facts.device_image.rsplit(".", 1)[0]
+        module = facts.device_module or facts.device_image.rsplit(".", 1)[0]
     return Verdict(bucket=bucket or "UNKNOWN", culprit=chosen.culprit, module=module, image=image,
                    analyzer=analyzer, case=chosen, bucket_class=cls, culprit_param=chosen.culprit_param)

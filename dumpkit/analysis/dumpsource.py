@@ -12,6 +12,7 @@ from typing import Any, Dict, List, Optional
 from ..errors import DumpError
 from ..model import Context, Stack
 from .engine import Analysis, analyze_parts
+from .plugins import PluginFacts, run_plugin
 
 def _analysis_context(dump: Any) -> Optional[Context]:
     ctxs = dump.contexts
@@ -115,6 +116,19 @@ def syscall_trap_frame(dump: Any) -> Optional[int]:
         return None
 
 
+def run_analyzer_plugin(dump: Any) -> PluginFacts:
+    """Run the code plugin the bug check's analyzer names (symbols/analyzers.toml ``plugin``), if any."""
+    bc = dump.bugcheck
+    try:
+        from .analyzers import AnalyzerTable
+        name = AnalyzerTable.load().for_code(bc.code).plugin
+    except Exception:  # noqa: BLE001 - a broken table is reported by the engine; no plugin then
+        return PluginFacts()
+    if not name:
+        return PluginFacts()
+    return run_plugin(name, getattr(dump, "kernel", dump), bc.code, bc.parameters)
+
+
 def analyze_dump(dump: Any, symbol_path: Any = None, *, offline: Optional[bool] = None) -> Analysis:
     """Analyse an open :class:`dumpkit.Dump` (``symbol_path`` as for ``Dump.stack``)."""
     warnings: List[str] = list(dump.warnings)
@@ -167,6 +181,8 @@ def analyze_dump(dump: Any, symbol_path: Any = None, *, offline: Optional[bool] 
             seen.add(w)
             warnings.append(w)
     bc = dump.bugcheck
+    plugged = run_analyzer_plugin(dump)
+    warnings.extend(w for w in plugged.warnings if w not in warnings)
     vendor = cpu_vendor(dump) if bc.base_code == 0x124 else None
     stack_command = None
     if bc.base_code == 0x4A:
@@ -177,4 +193,6 @@ def analyze_dump(dump: Any, symbol_path: Any = None, *, offline: Optional[bool] 
                          fault_bytes=fault_bytes, process_name=process_name, fault_ip=fault_ip,
                          exception=_exception(dump), bugcheck_name=bc.name, module_versions=versions or None,
                          ip_in_paged_code=ip_in_paged, stack_command=stack_command, source="dump",
-                         warnings=warnings)
+                         warnings=warnings, device_image=plugged.device_image,
+                         device_module=plugged.device_module, device_driver=plugged.device_driver,
+                         extra_notes=plugged.notes)

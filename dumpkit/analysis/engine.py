@@ -565,7 +565,8 @@ def analyze_parts(bugcheck_code: Optional[int], parameters: Sequence[int], frame
                   warnings: Sequence[str] = (), fields: Optional[Mapping[str, str]] = None,
                   cpu_vendor: Optional[str] = None, labels: Optional[Mapping[int, str]] = None,
                   processors: Optional[int] = None, livedump: Optional[bool] = None,
-                  user_mode: bool = False) -> Analysis:
+                  user_mode: bool = False, device_driver: Optional[str] = None,
+                  device_module: Optional[str] = None, extra_notes: Sequence[str] = ()) -> Analysis:
     """Analyse a crash from its parts (the common core of dump and text analysis).
 
     ``frames`` is the stack of the analysis context, top first (for a dump: the stack
@@ -576,12 +577,14 @@ def analyze_parts(bugcheck_code: Optional[int], parameters: Sequence[int], frame
     ``fields`` are other ``!analyze`` input fields (text input: MEMORY_CORRUPTOR, CPU_VENDOR,
     FAULTING_THREAD, ERROR_CODE...); ``labels`` maps addresses to ``module+offset`` labels
     shown in the input (FAULTING_IP); the per-bug-check rules come from
-    ``symbols/analyzers.toml`` (:mod:`dumpkit.analysis.analyzers`).
+    ``symbols/analyzers.toml`` (:mod:`dumpkit.analysis.analyzers`).  ``device_image``,
+    ``device_module`` and ``device_driver`` are what a dump plugin read behind 0x9F's parameters
+    (the PDO's driver image and module, the driver the blocked IRP is pending in).
     """
     from .analyzers import AnalyzerTable
     from .bucket import _facts
     fields = dict(fields or {})
-    notes: List[str] = []
+    notes: List[str] = list(extra_notes)
     warn_list: List[str] = list(warnings)
     if kb is None:
         try:
@@ -714,7 +717,7 @@ def analyze_parts(bugcheck_code: Optional[int], parameters: Sequence[int], frame
                   fault_kind=fault.kind if fault.kind in ("paged_ip", "null_ip", "bad_ip") else (
                       "av" if code is None and is_av else None),
                   av_region=None if av_region is None else av_region, frames=stack, process_name=process_name,
-                  device_image=device_image, kb=kb)
+                  device_image=device_image, fdo_module=device_driver, kb=kb)
         um = table.for_exception(exc.get("code")) if (user_mode and table is not None and code is None) else None
         if um is not None:
             from .analyzers import Facts as _F, evaluate as _ev
@@ -739,6 +742,7 @@ def analyze_parts(bugcheck_code: Optional[int], parameters: Sequence[int], frame
                            cpu_vendor=cpu_vendor or _field_word(fields, "CPU_VENDOR"),
                            param_module=None, procs=processors, livedump=lkd, **kw)
             facts.status = _status_fact(code, fields)
+            facts.device_module = device_module
             cp = _culprit_param(table, facts)
             if cp is not None and cp <= len(params):
                 facts.param_module = _module_at(params[cp - 1], mods, labels or {}, fields, warn_list, kb)
@@ -793,6 +797,20 @@ def analyze_parts(bugcheck_code: Optional[int], parameters: Sequence[int], frame
         assert verdict_an is not None
         culprit = _named_culprit(verdict_an, fu_info, params, fields)
         culprit_info = fu_info if verdict_an.culprit not in _HARDWARE_CULPRITS else None
+        if verdict_an.culprit == "device_stack" and device_driver and \
+                device_driver.lower() != (verdict_an.module or "").lower():
+            # WinDbg's MODULE_NAME is the PDO's (bus) driver; the IRP is pending in another driver: that one
+            # holds it up (the bus driver is named because the PDO identifies the device)
+            himg = _image_for(device_driver, mods, kb) or f"{device_driver}.sys"
+            hinfo = verdict(device_driver)
+            hwhy = (f"{verdict_an.bucket}: the blocked power IRP is pending in {himg} (the driver of its current stack "
+                   f"location); WinDbg's MODULE_NAME {verdict_an.module} is the driver of the physical device object")
+            if hinfo is not None:
+                hwhy += f"; {himg} is {_describe(hinfo)}"
+            culprit = Culprit(module=himg, vendor=getattr(hinfo, "vendor", None),
+                              category=getattr(hinfo, "category", None), reason=hwhy + ".",
+                              in_box=getattr(hinfo, "in_box", None), service=getattr(hinfo, "service", None))
+            culprit_info = hinfo
     elif culprit_frame is not None:
         cimg = _image_for(culprit_frame.module, mods, kb, culprit_frame, utop) or culprit_frame.module
         why: List[str] = []
@@ -896,6 +914,8 @@ def analyze_parts(bugcheck_code: Optional[int], parameters: Sequence[int], frame
         confidence = "high"
     elif culprit_frame is not None:
         confidence = "medium"
+    elif named and verdict_an is not None and verdict_an.culprit == "device_stack" and device_driver:
+        confidence = "medium"           # read from the IRP in the dump, not guessed from a stack
     else:
         confidence = "low"
     if culprit_info is not None and culprit_info.in_box is True and confidence == "high":

@@ -1,0 +1,157 @@
+"""Analyzer plugins on factory dumps: 0x9F's blocked IRP and device stack, 0x116's driver parameter.
+
+The device, driver and IRP objects are written by fixtures/io_objects.py, which lays each structure
+out from its wdm.h member list (not from dumpkit's offsets).  The expected conclusions are WinDbg's
+from the real case tests/data/agreement/9f_3_rtsper_image_pci_dumpchk.json: MODULE_NAME pci,
+IMAGE_NAME pci.sys, FAILURE_BUCKET_ID 0x9F_3_RtsPer_IMAGE_pci.sys (FAILURE_ID_HASH as printed there).
+"""
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import pytest
+
+import dumpkit
+from dumpkit.analysis.analyzers import PLUGIN_KINDS, AnalyzerTable
+from dumpkit.analysis.plugins import PLUGINS, run_plugin
+from dumpkit.kernel import iostructs as S
+from fixtures import io_objects as IO
+from fixtures import kernel_structs as K
+
+ROOT = Path(__file__).resolve().parent.parent
+CASE = json.loads((ROOT / "tests/data/agreement/9f_3_rtsper_image_pci_dumpchk.json").read_text(encoding="utf-8"))
+PCI = ("\\Driver\\pci", 0xFFFFF80479A10000, 0x7D000)
+RTSPER = ("\\Driver\\RtsPer", 0xFFFFF8047B200000, 0x95000)
+MODULES = tuple(K.DEFAULT_MODULES) + (K.ModSpec("pci.sys", PCI[1], PCI[2], 0x5E0F1A2B, 0x8F0C1),
+                                      K.ModSpec("RtsPer.sys", RTSPER[1], RTSPER[2], 0x5A1B2C3D, 0x9A8B7))
+TRIAGE_9F_POWER = K.NT_BASE + 0x7000      # P3: an address in nt (the structure itself is not read)
+_CACHE: dict = {}
+
+
+def power_dump(**kw):
+    key = tuple(sorted(kw.items()))
+    if key not in _CACHE:
+        objs = {}
+
+        def scene(aspace, heap):
+            o = IO.lay_out_power_irp(aspace, heap, pdo_driver=PCI, fdo_driver=RTSPER, **kw)
+            objs["o"] = o
+            return 0x9F, (3, o.pdo, TRIAGE_9F_POWER, o.irp)
+        sc = K.make_kernel_dump(None, "full", family="E2", modules=MODULES, scene=scene)
+        _CACHE[key] = (sc, objs["o"])
+    return _CACHE[key]
+
+
+def analyze(data):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return dumpkit.analyze(dumpkit.open(data))
+
+
+def test_writer_and_reader_agree_on_every_offset():
+    # two derivations: the writer's C layout of the wdm.h member lists, the reader's written-out table
+    for ptr, lay in ((8, S.X64), (4, S.X86)):
+        o = IO.offsets(ptr)
+        assert (o["device"]["DriverObject"], o["device"]["AttachedDevice"], o["device"]["StackSize"]) == \
+            (lay.device_object.driver_object, lay.device_object.attached_device, lay.device_object.stack_size)
+        assert (o["driver"]["DriverStart"], o["driver"]["DriverSize"], o["driver"]["DriverName"]) == \
+            (lay.driver_object.driver_start, lay.driver_object.driver_size, lay.driver_object.driver_name)
+        assert (o["irp"]["StackCount"], o["irp"]["CurrentLocation"], o["irp"]["Thread"],
+                o["irp"]["CurrentStackLocation"]) == (lay.irp.stack_count, lay.irp.current_location, lay.irp.thread,
+                                                      lay.irp.current_stack_location)
+        assert (o["stack"]["DeviceObject"], o["stack"]["_size"]) == \
+            (lay.io_stack_location.device_object, lay.io_stack_location.size)
+        assert IO.SIZES[ptr] == dict(device=lay.device_object.size, driver=lay.driver_object.size, irp=lay.irp.size)
+
+
+def test_9f_3_bucket_matches_windbg_on_a_dump():
+    sc, o = power_dump()
+    a = analyze(sc.data)
+    exp = CASE["expected"]
+    assert (a.module_name, a.image_name, a.failure_bucket_id, a.failure_id_hash) == \
+        (exp["MODULE_NAME"], exp["IMAGE_NAME"], exp["FAILURE_BUCKET_ID"], exp["FAILURE_ID_HASH"])
+    # dumpkit's own verdict says more: the IRP is pending in RtsPer.sys, the card reader's driver
+    assert a.culprit.module == "RtsPer.sys" and "pending in RtsPer.sys" in a.culprit.reason
+    assert a.confidence == "medium"
+    notes = " ".join(a.notes)
+    assert f"{o.irp:#x}" in notes and "\\Driver\\RtsPer" in notes and "device stack" in notes
+    assert not [w for w in a.warnings if "0x9F" in w]
+
+
+def test_kernel_readers_follow_the_objects():
+    sc, o = power_dump()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        k = dumpkit.open(sc.data).kernel
+    irp = S.read_irp(k, o.irp)
+    assert (irp.stack_count, irp.current_location, irp.current_stack_location) == (2, 2, o.stack_locations[1])
+    loc = S.current_stack_location(k, irp)
+    assert (loc.major_function, loc.minor_function, loc.device_object) == (0x16, 2, o.fdo)
+    drv = S.read_driver_object(k, S.read_device_object(k, o.fdo).driver_object)
+    assert (drv.name, drv.short_name, drv.start, drv.size) == (RTSPER[0], "RtsPer", RTSPER[1], RTSPER[2])
+    devs, why = S.device_stack(k, o.pdo)
+    assert [d.address for d in devs] == [o.pdo, o.fdo] and why is None
+
+
+def test_looping_device_stack_degrades_with_a_warning():
+    sc, o = power_dump(loop=True)
+    a = analyze(sc.data)
+    assert a.failure_bucket_id == "0x9F_3_RtsPer_IMAGE_pci.sys"      # the IRP and the PDO are still fine
+    assert any("loops back" in w for w in a.warnings)
+
+
+def test_broken_irp_keeps_the_pdo_image_and_warns():
+    sc, o = power_dump(irp_type_broken=True)
+    a = analyze(sc.data)
+    assert a.failure_bucket_id == "0x9F_3_IMAGE_pci.sys" and a.image_name == "pci.sys"
+    assert any("blocked IRP (P4) could not be followed" in w and "Type is 85" in w for w in a.warnings)
+
+
+@pytest.mark.parametrize("params", [(3, 0, 0, 0), (3, 0xFFFF800000001000, 0, 0xFFFFFFFFFFFFF000),
+                                    (3, K.NT_BASE, 0, K.NT_BASE + 8), (4, 0x258, 0xFFFF800000002000, 0)])
+def test_unreadable_or_wrong_pointers_never_raise(params):
+    sc, _ = power_dump()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        k = dumpkit.open(sc.data).kernel
+    out = run_plugin("power_irp", k, 0x9F, params)
+    assert out.device_image is None and out.device_driver is None
+    if params[0] == 3:
+        assert len(out.warnings) >= 2
+
+
+def test_irp_current_location_outside_its_stack_is_refused():
+    sc, o = power_dump()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        k = dumpkit.open(sc.data).kernel
+    irp = S.read_irp(k, o.irp)
+    bad = S.Irp(irp.address, irp.stack_count, 3, irp.thread, irp.current_stack_location)      # completed
+    with pytest.raises(S.IoStructureError, match="CurrentLocation 3"):
+        S.current_stack_location(k, bad)
+    bad = S.Irp(irp.address, irp.stack_count, 2, irp.thread, irp.current_stack_location + 8)  # wild pointer
+    with pytest.raises(S.IoStructureError, match="is not stack location 2"):
+        S.current_stack_location(k, bad)
+
+
+def test_plugin_names_are_one_list():
+    assert set(PLUGIN_KINDS) == set(PLUGINS)
+    assert AnalyzerTable.load().for_code(0x9F).plugin == "power_irp"
+    with pytest.raises(ValueError, match="plugin 'nope'"):
+        AnalyzerTable.from_dict({"schema": 1, "analyzer": [{"codes": ["0x9F"], "plugin": "nope",
+                                                             "case": [{"bucket": "x"}]}]})
+
+
+def test_116_tdr_culprit_from_p2_on_a_dump():
+    # VIDEO_TDR_FAILURE: P2 points into the display driver; WinDbg: 0x116_IMAGE_nvlddmkm.sys (corpus 116_* cases
+    # give MODULE_NAME nvlddmkm, IMAGE_NAME nvlddmkm.sys)
+    nv = K.ModSpec("nvlddmkm.sys", 0xFFFFF8047C000000, 0x1A00000, 0x5F3C2A10, 0x1A2B3C)
+    sc = K.make_kernel_dump(None, "full", family="E2", modules=tuple(K.DEFAULT_MODULES) + (nv,),
+                            scene=lambda aspace, heap: (0x116, (heap.alloc(0x200), nv.base + 0x9A1F0,
+                                                                0xFFFFFFFFC000009A, 4)))
+    a = analyze(sc.data)
+    assert (a.module_name, a.image_name, a.failure_bucket_id) == ("nvlddmkm", "nvlddmkm.sys",
+                                                                 "0x116_IMAGE_nvlddmkm.sys")
+    assert a.culprit.module == "nvlddmkm.sys"
