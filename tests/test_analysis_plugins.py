@@ -154,4 +154,17 @@ def test_116_tdr_culprit_from_p2_on_a_dump():
     a = analyze(sc.data)
     assert (a.module_name, a.image_name, a.failure_bucket_id) == ("nvlddmkm", "nvlddmkm.sys",
                                                                  "0x116_IMAGE_nvlddmkm.sys")
-    assert a.culprit.module == "nvlddmkm.sys"
+    assert a.culprit.module == "nvlddmkm.sys" and a.symbol_name == "nvlddmkm+9a1f0"      # as FAULTING_IP names it
+
+
+def test_117_live_dump_tdr_culprit_from_p2():
+    # real live kernel dump lkd117_igdkmd64_tdr: P2 = igdkmd64+120f0 -> LKD_0x117_IMAGE_igdkmd64.sys, SYMBOL_NAME
+    # igdkmd64+120f0 (WinDbg's FAULTING_IP); the module base here is ours, the offset the case's
+    case = json.loads((ROOT / "tests/data/agreement/lkd117_igdkmd64_tdr.json").read_text(encoding="utf-8"))
+    igd = K.ModSpec("igdkmd64.sys", 0xFFFFF800A4C50000, 0x8E8000, 0x5678D0A8, 0x8E1234)
+    sc = K.make_kernel_dump(None, "full", family="E2", modules=tuple(K.DEFAULT_MODULES) + (igd,),
+                            scene=lambda aspace, heap: (0x117, (heap.alloc(0x200), igd.base + 0x120F0, 0, 0)))
+    a = analyze(sc.data)
+    exp = case["expected"]
+    assert (a.module_name, a.image_name, a.failure_bucket_id, a.failure_id_hash, a.symbol_name) == \
+        (exp["MODULE_NAME"], exp["IMAGE_NAME"], exp["FAILURE_BUCKET_ID"], exp["FAILURE_ID_HASH"], exp["SYMBOL_NAME"])

@@ -744,15 +744,21 @@ def analyze_parts(bugcheck_code: Optional[int], parameters: Sequence[int], frame
             facts.status = _status_fact(code, fields)
             facts.device_module = device_module
             cp = _culprit_param(table, facts)
+            plabels: Dict[int, str] = dict(labels or {})
             if cp is not None and cp <= len(params):
-                facts.param_module = _module_at(params[cp - 1], mods, labels or {}, fields, warn_list, kb)
+                facts.param_module = _module_at(params[cp - 1], mods, plabels, fields, warn_list, kb)
+                pm = mods.find(params[cp - 1]) if len(mods) else None
+                if pm is not None and params[cp - 1] not in plabels:
+                    # a dump: name the address as WinDbg's FAULTING_IP does (igdkmd64+120f0)
+                    stem = pm.name.replace("/", "\\").rsplit("\\", 1)[-1].rsplit(".", 1)[0]
+                    plabels[params[cp - 1]] = f"{stem}+0x{params[cp - 1] - pm.base:x}"
             verdict_an = evaluate(facts, table)
             bucket = verdict_an.bucket
             if verdict_an.culprit != "followup" and verdict_an.module:
                 fmod_shown = verdict_an.module
                 notes.append(f"{verdict_an.bucket.split('_')[0]}: MODULE_NAME comes from "
                              f"{_CULPRIT_SOURCE.get(verdict_an.culprit, verdict_an.culprit)}, not from a stack frame")
-                symbol_name = _culprit_symbol(verdict_an, params, labels or {})
+                symbol_name = _culprit_symbol(verdict_an, params, plabels)
                 image = verdict_an.image
                 fmod = fmod_shown
                 fframe = None
