@@ -12,6 +12,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 import dumpkit
 from dumpkit.analysis.analyzers import PLUGIN_KINDS, AnalyzerTable
@@ -168,3 +169,31 @@ def test_117_live_dump_tdr_culprit_from_p2():
     exp = case["expected"]
     assert (a.module_name, a.image_name, a.failure_bucket_id, a.failure_id_hash, a.symbol_name) == \
         (exp["MODULE_NAME"], exp["IMAGE_NAME"], exp["FAILURE_BUCKET_ID"], exp["FAILURE_ID_HASH"], exp["SYMBOL_NAME"])
+
+
+class _FlatKernel:
+    """A kernel view over one block of bytes (hypothesis fills it): everything else is missing."""
+
+    def __init__(self, base, data):
+        from dumpkit.model import ModuleList
+        self.base, self.data, self.modules = base, data, ModuleList()
+        self.arch = type("A", (), {"name": "x64"})()
+
+    def read_virtual(self, va, size, zero_fill=False):
+        from dumpkit.errors import MemoryReadError
+        off = va - self.base
+        if off < 0 or off + size > len(self.data):
+            raise MemoryReadError(f"{va:#x} not in the dump")
+        return self.data[off:off + size]
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.binary(min_size=0x400, max_size=0x800), p2=st.integers(0, 0x7FF), p4=st.integers(0, 0x7FF),
+       seed=st.sampled_from([0, 3, 4, 6]))
+def test_power_irp_on_arbitrary_memory_never_raises(data, p2, p4, seed):
+    from dumpkit.analysis.plugins.power import power_irp
+    base = 0xFFFFC08B10000000
+    buf = bytearray(data)
+    buf[p2 % len(buf)] = seed             # sometimes a plausible Type word
+    out = power_irp(_FlatKernel(base, bytes(buf)), 0x9F, [3, base + p2, 0, base + p4])
+    assert out.device_driver is None or isinstance(out.device_driver, str)

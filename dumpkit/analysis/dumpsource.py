@@ -22,35 +22,22 @@ def _analysis_context(dump: Any) -> Optional[Context]:
     return None
 
 
-def _role_param(code: int, role: str) -> Optional[int]:
-    """1-based index of the parameter with ``role`` (bugchecks.json), or None."""
-    try:
-        from .kb import KnowledgeBase
-        info = KnowledgeBase.load().bugcheck(code)
-    except Exception:  # the catalogue is optional here
-        return None
-    return info.param(role) if info is not None else None
-
-
 def _exception(dump: Any) -> Optional[Dict[str, Any]]:
-    from ..kernel.contexts import exception_record_at
-    bc = dump.bugcheck
-    p = bc.parameters
-    i = _role_param(bc.base_code, "exception_record")
-    if i is not None and p[i - 1]:
-        rec = exception_record_at(getattr(dump, "kernel", dump), p[i - 1])
-        if rec is not None:
-            out: Dict[str, Any] = {"code": rec.code, "address": rec.address}
-            if rec.parameters:
-                out["parameter1"] = rec.parameters[0]
-            if len(rec.parameters) > 1:
-                out["parameter2"] = rec.parameters[1]
-            return out
-    if bc.base_code == 0x8E:
-        return {"code": p[0] & 0xFFFFFFFF, "address": p[1]}
-    if bc.base_code == 0x1E:
-        return {"code": p[0] & 0xFFFFFFFF, "address": p[1], "parameter1": p[2], "parameter2": p[3]}
-    return None
+    """The bug check's exception record as the engine takes it: the kernel layer finds it where the
+    catalogue's parameter roles say (read from memory, found on the stack, or built from the parameters)."""
+    k = getattr(dump, "kernel", None)
+    try:
+        rec = k.exception_record if k is not None else None
+    except DumpError:
+        rec = None
+    if rec is None:
+        return None
+    out: Dict[str, Any] = {"code": rec.code, "address": rec.address}
+    if rec.parameters:
+        out["parameter1"] = rec.parameters[0]
+    if len(rec.parameters) > 1:
+        out["parameter2"] = rec.parameters[1]
+    return out
 
 
 #: CPUID vendor strings (leaf 0: EBX, EDX, ECX), as the kernel keeps them in each KPRCB

@@ -5,15 +5,20 @@
 * ``prcb``: the context the crashing processor's KPRCB points at (KPRCB + KDBG.OffsetPrcbContext);
 * ``cpu0``, ``cpu1``, ...: each processor's saved state (KDBG.KiProcessorBlock[i] -> KPRCB ->
   Context pointer, else KPRCB.ProcessorState.ContextFrame) where the dump holds it;
-* ``exception``: the CONTEXT of the fault, per bug check family: 0x7E (P4), 0x3B (P3),
-  0x1E (found on the stack next to the exception, Rip == P2), 0x8E (P4 when it holds one);
-* ``trap_frame``: the KTRAP_FRAME of the fault: 0x8E (P3), 0x139 (P2), and for
-  0xA/0xD1 (P4 = faulting IP) and 0x50 (P3) the frame KiPageFault built, found by scanning
-  the stack for a KTRAP_FRAME whose Rip is the faulting IP with a plausible CS/SS/RSP.
+* ``exception``: the CONTEXT of the fault: the parameter whose catalogue role is ``context``
+  (0x7E P4, 0x3B P3, the file-system bug checks' P3 ...), or for an exception bug check with no
+  CONTEXT parameter (0x1E) the CONTEXT found on the stack next to the exception (Rip == the ``ip``
+  parameter);
+* ``trap_frame``: the KTRAP_FRAME of the fault: the ``trap_frame`` parameter (0x8E P3, 0x139 P2),
+  or for a page-fault bug check (an ``address`` and the ``ip`` that referenced it: 0xA/0xD1 P4,
+  0x50 P3, 0xD5 ...) the frame KiPageFault built, found by scanning the stack for a KTRAP_FRAME
+  whose Rip is the faulting IP with a plausible CS/SS/RSP.
 
-The exception record of the bug check (:func:`bugcheck_exception_record`) is read from
-memory where a parameter points at one (0x7E P3, 0x139 P3) and otherwise built from the
-parameters (0x1E: P1 code, P2 address, P3/P4 ExceptionInformation; 0x3B/0x8E: P1, P2).
+Which parameter is what is data: the roles in ``symbols/bugchecks.json``, read by
+:mod:`dumpkit.kernel.roles`.  The exception record of the bug check
+(:func:`bugcheck_exception_record`) is read from memory where a parameter points at one
+(0x7E P3, 0x139 P3) and otherwise built from the parameters (0x1E: P1 code, P2 address, P3/P4
+ExceptionInformation; 0x3B/0x8E: P1, P2).
 """
 from __future__ import annotations
 
@@ -254,31 +259,49 @@ def processor_contexts(k: "Kernel") -> Dict[str, Context]:
 
 
 # -- the bug check's exception ---------------------------------------------------------------
+def _roles(k: "Kernel"):
+    from .roles import load_error, roles_for
+    err = load_error()
+    if err:
+        _warn(k, err)
+    return roles_for(k.bugcheck.code)
+
+
 def bugcheck_exception_record(k: "Kernel") -> Optional[ExceptionRecord]:
-    """The exception behind the bug check, from memory or from its parameters."""
+    """The exception behind the bug check, from memory or from its parameters.
+
+    Which parameter is what comes from the catalogue's roles (:mod:`dumpkit.kernel.roles`): an
+    ``exception_record`` parameter is read (its code must match an ``exception_code`` parameter);
+    a bug check with an exception code but no CONTEXT or trap frame parameter (0x1E) has its record
+    searched for on the stack; otherwise the record is built from the code, the ``ip`` and any
+    ExceptionInformation the parameters carry.
+    """
     if "kernel" in k.arch.parts:
         return k.arch.part("kernel").bugcheck_exception_record(k)
-    code = k.bugcheck.base_code
+    r = _roles(k)
     p = k.bugcheck.parameters
-    if code == 0x7E and p[2]:
-        rec = exception_record_at(k, p[2])
-        if rec is not None and rec.code == p[0] & 0xFFFFFFFF:
+    code = r.value("exception_code", p)
+    ip = r.value("ip", p)
+    va = r.value("exception_record", p)
+    if va:
+        rec = exception_record_at(k, va)
+        if rec is not None and (code is None or rec.code == code & 0xFFFFFFFF):
             return rec
-    if code == 0x139 and p[2]:
-        rec = exception_record_at(k, p[2])
-        if rec is not None:
-            return rec
-    if code == 0x1E:
-        found = find_exception_record_for(k, p[0], p[1]) if p[1] else None
+    if code is None or ip is None:
+        return None
+    if r.scans_for_context:
+        found = find_exception_record_for(k, code, ip) if ip else None
         if found is not None:
             return found[1]
-        return ExceptionRecord(p[0] & 0xFFFFFFFF, 0, 0, p[1], (p[2], p[3]))
-    if code in (0x7E, 0x8E, 0x3B) and (p[0] or p[1]):
-        return ExceptionRecord(p[0] & 0xFFFFFFFF, 0, 0, p[1], ())
+        return ExceptionRecord(code & 0xFFFFFFFF, 0, 0, ip, r.exception_information(p))
+    if code or ip:
+        return ExceptionRecord(code & 0xFFFFFFFF, 0, 0, ip, ())
     return None
 
 
 def find_contexts(k: "Kernel") -> Dict[str, Context]:
+    """Every register context the dump offers (see the module docstring); the bug check's own
+    (``exception``, ``trap_frame``) are found where its parameter roles say."""
     if "kernel" in k.arch.parts:              # an architecture with its own structures (x86)
         return k.arch.part("kernel").find_contexts(k)
     out: Dict[str, Context] = {}
@@ -302,34 +325,31 @@ def find_contexts(k: "Kernel") -> Dict[str, Context]:
 
     code = k.bugcheck.base_code
     p = k.bugcheck.parameters
+    r = _roles(k)
+    ip = r.value("ip", p)
     exc: Optional[Context] = None
     tf: Optional[Context] = None
-    if code in (0x7E, 0x8E) and p[3]:
-        exc = _read_context(k, p[3], "exception")
-    elif code == 0x3B and p[2]:
-        exc = _read_context(k, p[2], "exception")
-    elif code == 0x1E and p[1]:
-        exc = find_context_for_ip(k, p[1])
-    if code == 0x8E and p[2]:
-        tf = read_trap_frame(k, p[2])
-    elif code == 0x139 and p[1]:
-        tf = read_trap_frame(k, p[1])
-    elif code in (0x0A, 0xD1) and p[3]:
-        tf = find_trap_frame_for_ip(k, p[3], p[0])
-    elif code == 0x50 and p[2]:
-        tf = find_trap_frame_for_ip(k, p[2], p[0])
+    cva = r.value("context", p)
+    tva = r.value("trap_frame", p)
+    if cva:
+        exc = _read_context(k, cva, "exception")
+    elif r.scans_for_context and ip:
+        exc = find_context_for_ip(k, ip)
+    if tva:
+        tf = read_trap_frame(k, tva)
+    elif r.scans_for_trap_frame and ip:
+        tf = find_trap_frame_for_ip(k, ip, r.value("address", p))
     if exc is not None:
         out["exception"] = exc
     if tf is not None:
         out["trap_frame"] = tf
-    if exc is None and code in (0x7E, 0x3B) and any(p):
+    if exc is None and cva and any(p):
         _warn(k, f"bug check {code:#x}: the CONTEXT its parameters point at is not in the dump")
-    if tf is None and code in (0x8E, 0x139) and any(p):
+    if tf is None and tva and any(p):
         _warn(k, f"bug check {code:#x}: the KTRAP_FRAME its parameters point at is not in the dump")
-    if tf is None and ((code in (0x0A, 0xD1) and p[3]) or (code == 0x50 and p[2])):
-        ip = p[3] if code != 0x50 else p[2]
+    if tf is None and r.scans_for_trap_frame and ip:
         _warn(k, f"bug check {code:#x}: no trap frame with Rip {ip:#x} found on the captured stack")
-    if exc is None and code == 0x1E and p[1]:
-        _warn(k, f"bug check 0x1e: no CONTEXT with Rip {p[1]:#x} found on the captured stack; "
-                    "the exception record comes from the parameters only")
+    if exc is None and r.scans_for_context and ip:
+        _warn(k, f"bug check {code:#x}: no CONTEXT with Rip {ip:#x} found on the captured stack; "
+                 "the exception record comes from the parameters only")
     return out

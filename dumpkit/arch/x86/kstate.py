@@ -6,8 +6,10 @@ Works on anything with ``read_virtual(va, size)``, ``header`` (a DUMP_HEADER32),
 Contexts (names as for 64-bit dumps):
 
 * ``header``: the header's CONTEXT_i386;
-* ``trap_frame``: the KTRAP_FRAME a parameter points at (0x8E P3; 0x50 / 0xA / 0xD1 have none);
-* ``exception``: the CONTEXT record a parameter points at (0x7E / 0x1000007E P4, 0x3B P3).
+* ``trap_frame``: the KTRAP_FRAME a parameter points at (catalogue role ``trap_frame``: 0x8E P3;
+  0x50 / 0xA / 0xD1 have none);
+* ``exception``: the CONTEXT record a parameter points at (role ``context``: 0x7E / 0x1000007E P4,
+  0x3B P3).
 """
 from __future__ import annotations
 
@@ -16,14 +18,12 @@ from typing import Any, Dict, Optional, Tuple
 
 from ...errors import DumpError
 from ...formats.header import ExceptionRecord
+from ...kernel.roles import roles_for
 from ...model import Context, ModuleList
 from .context import (CONTEXT_X86_SIZE, KTRAP_FRAME_X86_SIZE, context_from_bytes32, context_from_trap_frame32,
                       looks_like_context32, looks_like_trap_frame32)
 from .modules import triage_modules32, walk_loaded_modules32
 
-#: bug check -> (index of the parameter holding a structure VA, 'trap' or 'context')
-_POINTERS = {0x8E: (2, "trap"), 0x7E: (3, "context"), 0x3B: (2, "context"), 0x1000008E: (2, "trap"),
-             0x1000007E: (3, "context")}
 
 
 def load_modules32(k: Any) -> Tuple[ModuleList, ModuleList]:
@@ -84,14 +84,14 @@ def find_contexts32(k: Any) -> Dict[str, Context]:
         out["header"] = context_from_bytes32(raw, "header", None, getattr(k, "path", None))
     elif raw[:4] != b"PAGE" and any(raw[:0xCC]):
         k.warn("the header CONTEXT is not an x86 CONTEXT (no CONTEXT_i386 flag or a bad code selector); ignored")
-    ptr = _POINTERS.get(h.bugcheck_code)
-    if ptr is not None:
-        idx, what = ptr
-        va = h.bugcheck_parameters[idx]
+    # which parameter holds a KTRAP_FRAME or a CONTEXT: the catalogue's roles (dumpkit.kernel.roles)
+    r = roles_for(h.bugcheck_code)
+    for role, what, name in (("trap_frame", "trap", "trap_frame"), ("context", "context", "exception")):
+        va = r.value(role, h.bugcheck_parameters)
         if va:
             ctx = _structure_at(k, va, what)
             if ctx is not None:
-                out["trap_frame" if what == "trap" else "exception"] = ctx
+                out[name] = ctx
     return out
 
 
@@ -117,14 +117,16 @@ def trap_frame_at32(k: Any, address: int) -> Context:
 
 
 def exception_record32(k: Any) -> Optional[ExceptionRecord]:
-    """The header's EXCEPTION_RECORD32, or one built from 0x1E/0x7E/0x8E parameters."""
+    """The header's EXCEPTION_RECORD32, or one built from the parameters whose catalogue roles are
+    ``exception_code`` and ``ip`` (0x1E, 0x7E, 0x8E, 0x3B ...)."""
     h = k.header
     if h.exception is not None and h.exception.code:
         return h.exception
-    b = h.bugcheck_code & ~0x10000000 if h.bugcheck_code & 0x10000000 else h.bugcheck_code
+    r = roles_for(h.bugcheck_code)
     p = h.bugcheck_parameters
-    if b in (0x1E, 0x7E, 0x8E) and p[0]:
-        return ExceptionRecord(p[0], 0, 0, p[1], ())
+    code, ip = r.value("exception_code", p), r.value("ip", p)
+    if code and ip is not None:
+        return ExceptionRecord(code, 0, 0, ip, ())
     return None
 
 
