@@ -14,6 +14,7 @@ compared with dumpkit's own result.
 """
 from __future__ import annotations
 
+import functools
 import json
 import re
 import warnings as _warnings
@@ -325,8 +326,9 @@ def _user_top(frames: Sequence[Frame]) -> int:
     return _USER_TOP
 
 
-def _image_for(module: Optional[str], modules: ModuleList, kb: Any, frame: Optional[Frame] = None,
-               user_top: int = _USER_TOP, process: Optional[str] = None) -> Optional[str]:
+def _image_for_module(module: Optional[str], modules: ModuleList, kb: Any, frame: Optional[Frame] = None,
+               user_top: int = _USER_TOP, process: Optional[str] = None, *,
+               files: Optional[Mapping[str, str]] = None) -> Optional[str]:
     if not module:
         return None
     m = modules.by_name(module) if len(modules) else None
@@ -338,6 +340,8 @@ def _image_for(module: Optional[str], modules: ModuleList, kb: Any, frame: Optio
         if low == "nt" and fname.lower() == "ntoskrnl.exe":
             return "ntkrnlmp.exe"
         return fname
+    if files and low in files:
+        return files[low]                   # the file the input names (WATSON_BKT_MODULE, a symbols warning)
     if low == "nt":
         return "ntkrnlmp.exe"
     if low == "hal":
@@ -362,6 +366,9 @@ def _image_for(module: Optional[str], modules: ModuleList, kb: Any, frame: Optio
         # a user-mode image on a kernel stack keeps its own extension (ntdll.dll, csrss.exe)
         return f"{module}.exe" if module.lower() in _USER_EXES else f"{module}.dll"
     return f"{module}.sys"
+
+
+_image_for = _image_for_module
 
 
 def _classify(name: str, modules: ModuleList, versions: Mapping[str, Mapping[str, str]], kb: Any) -> Any:
@@ -566,7 +573,8 @@ def analyze_parts(bugcheck_code: Optional[int], parameters: Sequence[int], frame
                   cpu_vendor: Optional[str] = None, labels: Optional[Mapping[int, str]] = None,
                   processors: Optional[int] = None, livedump: Optional[bool] = None,
                   user_mode: bool = False, device_driver: Optional[str] = None,
-                  device_module: Optional[str] = None, extra_notes: Sequence[str] = ()) -> Analysis:
+                  device_module: Optional[str] = None, extra_notes: Sequence[str] = (),
+                  image_files: Optional[Mapping[str, str]] = None) -> Analysis:
     """Analyse a crash from its parts (the common core of dump and text analysis).
 
     ``frames`` is the stack of the analysis context, top first (for a dump: the stack
@@ -584,6 +592,8 @@ def analyze_parts(bugcheck_code: Optional[int], parameters: Sequence[int], frame
     from .analyzers import AnalyzerTable
     from .bucket import _facts
     fields = dict(fields or {})
+    # image file names the text input named ({'fastrtps_2_6': 'fastrtps-2.6.dll'}): IMAGE_NAME keeps the file's name
+    _image_for = functools.partial(_image_for_module, files={k.lower(): v for k, v in (image_files or {}).items()})
     notes: List[str] = list(extra_notes)
     warn_list: List[str] = list(warnings)
     if kb is None:
@@ -1031,7 +1041,8 @@ def analyze_text(text: Union[str, bytes], *, kb: Any = None, rules: Any = None,
         irql=irql, ip_in_paged_code=ip_paged, setup_failures=pt.setup_failures,
         debug_session_time=pt.debug_session_time, system_uptime=pt.system_uptime, kb=kb, rules=rules,
         source="text", warnings=pt.warnings, fields={k: v for k, v in f.items() if k not in _CONCLUSIONS},
-        labels=_labels(pt), processors=_processors(f), av_region=av_region, user_mode=pt.user_mode)
+        labels=_labels(pt), processors=_processors(f), av_region=av_region, user_mode=pt.user_mode,
+        image_files=pt.image_files)
     a.reported = {k: f[k] for k in _CONCLUSIONS if k in f and f[k]}
     if "Failure.Bucket" in pt.key_values:
         a.reported.setdefault("FAILURE_BUCKET_ID", pt.key_values["Failure.Bucket"])

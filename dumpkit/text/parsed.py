@@ -86,6 +86,7 @@ class ParsedText:
     setup_failures: List[str] = field(default_factory=list)    # services whose setupapi section failed
     warnings: List[str] = field(default_factory=list)
     user_mode: bool = False                      # the report is a user-mode 'Exception Analysis'
+    image_files: Dict[str, str] = field(default_factory=dict)   # module name (lower) -> image file named in the input
     chkimg_errors: Dict[str, int] = field(default_factory=dict)  # '!chkimg' summary: image -> bytes that differ
 
     # convenience --------------------------------------------------------

@@ -58,6 +58,11 @@ _SETUP_SVC_RE = re.compile(r"(?:DelService|AddService)\s*=\s*(?P<a>[\w.\-]+)|(?:
 # '!chkimg' summary: '67 errors : !win32kfull (fffff1e0`56a1fccf-fffff1e0`56afa46a)' (bytes that differ from the
 # image file); a single '1 error : !nt (...)' line is singular
 _CHKIMG_RE = re.compile(r"^\s*(?P<n>\d{1,7}) errors?\s?:\s?!(?P<mod>[\w.\-]{1,64})(?:\s+\([0-9a-fA-F`\-]{1,40}\))?\s*$")
+# an image file named by a symbol/checksum warning of the analysis ('*** WARNING: Unable to verify checksum for
+# fastrtps-2.6.dll', '... Defaulted to export symbols for C:\\...\\Flash.ocx - ')
+_IMAGE_WARN_RE = re.compile(r"(?:Unable to verify (?:checksum|timestamp) for|symbols could not be loaded for|"
+                            r"Defaulted to export symbols for) (?P<f>[^\r\n]{1,300})$")
+_NOT_MODULE_CHARS = re.compile(r"[^0-9A-Za-z_]")
 _SETUP_FAIL_RE = re.compile(r"Exit status:\s*FAILURE", re.I)
 _SETUP_SECTION_RE = re.compile(r"^\s*>>>\s*\[|^\s*>>>\s+Section start", re.I)
 
@@ -88,6 +93,13 @@ class _State:
         self.lm_entries: List[LmEntry] = []
         self.kv_key: Optional[str] = None
         self.setup_service: Optional[str] = None
+
+
+def image_module_name(file_name: str) -> str:
+    """WinDbg's module name for an image file: the stem, with every character that is not a letter, digit or
+    '_' replaced by '_' (``fastrtps-2.6.dll`` -> ``fastrtps_2_6``, ``x64-msvcr120-ruby230.dll`` -> ``x64_msvcr120_ruby230``)."""
+    stem = file_name.rsplit(".", 1)[0] if "." in file_name else file_name
+    return _NOT_MODULE_CHARS.sub("_", stem)
 
 
 def _hexes(text: str) -> List[int]:
@@ -533,6 +545,18 @@ def _finish(pt: ParsedText, st: _State) -> None:
     # module and image memory_corruption); seen on 24 bytes (FLTMGR, 0xEF) and 67 bytes (win32kfull, 0x3B)
     if pt.chkimg_errors and "MEMORY_CORRUPTOR" not in f and sum(pt.chkimg_errors.values()) >= CHKIMG_LARGE:
         f["MEMORY_CORRUPTOR"] = "LARGE"
+
+    # the file names of images the input names (WATSON_BKT_MODULE, symbol/checksum warnings): IMAGE_NAME keeps
+    # the file's own name (Flash.ocx, fastrtps-2.6.dll) where the module name is the stem with '_' for '-' and '.'
+    named = [f["WATSON_BKT_MODULE"]] if f.get("WATSON_BKT_MODULE") else []
+    for w in pt.warnings:
+        wm = _IMAGE_WARN_RE.search(w)
+        if wm:
+            named.append(wm.group("f"))
+    for raw in named:
+        fname = raw.strip().rstrip("-").strip().replace("/", "\\").rsplit("\\", 1)[-1]
+        if "." in fname and len(fname) <= 128:
+            pt.image_files.setdefault(image_module_name(fname).lower(), fname)
 
     # exception details from the one-line fields too
     if "EXCEPTION_CODE_STR" in f and "code" not in pt.exception:
