@@ -115,6 +115,7 @@ class AnalyzerTable:
     def __init__(self, overrides: Sequence[Case], analyzers: Sequence[Analyzer]) -> None:
         self.overrides = tuple(overrides)
         self.analyzers = tuple(analyzers)
+        self.sources: List[str] = []        # the files this table was read from (shipped first, then overlays)
         self._by_code: Dict[Tuple[int, bool], Analyzer] = {}
         self._lkd_default: Optional[Analyzer] = None
         self._user: Dict[int, Analyzer] = {}
@@ -124,29 +125,60 @@ class AnalyzerTable:
                     self._user.setdefault(c & 0xFFFFFFFF, a)
                 continue
             if not a.codes:
-                if a.livedump:
+                if a.livedump and self._lkd_default is None:      # the first '*' entry wins (an overlay's)
                     self._lkd_default = a
                 continue
             for c in a.codes:
                 self._by_code.setdefault((c, a.livedump), a)
 
     @classmethod
-    def load(cls, path: Optional[Path] = None, *, reload: bool = False) -> "AnalyzerTable":
-        """Load (and cache) ``analyzers.toml``; errors name the file and the entry."""
+    def load(cls, path: Optional[Path] = None, *, reload: bool = False,
+             overlays: Optional[Sequence[Any]] = None) -> "AnalyzerTable":
+        """Load (and cache) ``analyzers.toml``; errors name the file and the entry.
+
+        The shipped table (``path`` None) gets the user's ``analyzers.toml`` files merged over it:
+        from the folders of ``$DUMPKIT_KB_PATH``, the command line's ``--kb`` and ``overlays``
+        (:mod:`dumpkit.analysis.kb_overlay`), later folders winning.  A user analyzer replaces the
+        shipped one for every code it lists; a user ``[[override]]`` replaces the shipped one with
+        the same ``name`` and the others are added (before the shipped ones).
+        """
         p = Path(path) if path is not None else kb_file("analyzers.toml")
+        dirs: List[Path] = []
+        if path is None:
+            from .kb_overlay import overlay_dirs
+            dirs = [d for d in overlay_dirs([str(o) for o in overlays or ()]) if (d / "analyzers.toml").is_file()]
         key = str(p)
+        if dirs:
+            from .kb_overlay import overlay_key
+            key += repr(overlay_key(dirs))
         with cls._lock:
             if not reload and key in cls._cache:
                 return cls._cache[key]
+        table = cls._from_file(p)
+        for d in dirs:
+            table = table.merged(cls._from_file(d / "analyzers.toml"))
+        with cls._lock:
+            cls._cache[key] = table
+        return table
+
+    @classmethod
+    def _from_file(cls, p: Path) -> "AnalyzerTable":
         from .kb import KnowledgeBaseError, _read_toml
         raw = _read_toml(p)          # parsed once, then kept as JSON in the user cache (fast start-up)
         try:
             table = cls.from_dict(raw)
         except AnalyzerTableError as e:
             raise KnowledgeBaseError(f"{p.name}: {e}", path=str(p)) from None
-        with cls._lock:
-            cls._cache[key] = table
+        table.sources = [str(p)]
         return table
+
+    def merged(self, user: "AnalyzerTable") -> "AnalyzerTable":
+        """This table with ``user``'s entries over it (see :meth:`load`)."""
+        mine = {c.name for c in user.overrides if c.name}
+        overrides = list(user.overrides) + [c for c in self.overrides if not c.name or c.name not in mine]
+        out = AnalyzerTable(overrides, list(user.analyzers) + list(self.analyzers))
+        out.sources = self.sources + user.sources
+        return out
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> "AnalyzerTable":

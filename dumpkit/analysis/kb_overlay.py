@@ -1,7 +1,7 @@
 """A user's own knowledge base, merged over the shipped one.
 
-An overlay is a folder holding a ``modules.toml`` and/or a ``triage.toml`` in the same format
-as ``symbols/`` (validated by the same loaders, so a mistake raises the same
+An overlay is a folder holding a ``modules.toml``, a ``triage.toml`` and/or an ``analyzers.toml``
+in the same format as ``symbols/`` (validated by the same loaders, so a mistake raises the same
 :class:`~dumpkit.analysis.kb.KnowledgeBaseError` naming the file and the entry). Folders come
 from ``DUMPKIT_KB_PATH`` (several separated by ``os.pathsep``, later ones win) and from the
 command line's ``--kb DIR`` (which wins over the environment).
@@ -9,7 +9,8 @@ command line's ``--kb DIR`` (which wins over the environment).
 Merging: a user module record replaces the shipped record for every name it claims (its
 ``file`` and ``aliases``); a user triage rule replaces the shipped rule with the same
 ``match`` pattern, other user rules are added; ``default_owner`` is taken from the overlay
-only when the overlay sets it.
+only when the overlay sets it; a user analyzer replaces the shipped one for every bug check code
+it lists, a user ``[[override]]`` the shipped one with the same ``name``.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 __all__ = ["ENV_VAR", "overlay_dirs", "merge_modules", "merge_rules", "overlay_key"]
 
 ENV_VAR = "DUMPKIT_KB_PATH"
-OVERLAY_FILES = ("modules.toml", "triage.toml")
+OVERLAY_FILES = ("modules.toml", "triage.toml", "analyzers.toml")
 
 #: folders added for this process by the command line's ``--kb DIR`` (applied after the environment's)
 SESSION_DIRS: List[str] = []
@@ -38,8 +39,9 @@ def overlay_dirs(extra: Sequence[str] = ()) -> List[Path]:
             raise KnowledgeBaseError(f"{origin}: {entry} is not a folder", path=entry,
                                      expected="a folder with modules.toml and/or triage.toml")
         if not any((d / f).is_file() for f in OVERLAY_FILES):
-            raise KnowledgeBaseError(f"{origin}: {entry} holds neither modules.toml nor triage.toml", path=entry,
-                                     expected="modules.toml and/or triage.toml in the format of symbols/")
+            raise KnowledgeBaseError(f"{origin}: {entry} holds none of {', '.join(OVERLAY_FILES)}", path=entry,
+                                     expected="modules.toml, triage.toml and/or analyzers.toml in the format of "
+                                              "symbols/")
         if d.resolve() not in [o.resolve() for o in out]:
             out.append(d)
     return out
@@ -82,18 +84,26 @@ def user_sets_default_owner(path: Path) -> bool:
 
 def load_overlays(modules: Mapping[str, object], rules: object, dirs: Sequence[Path]
                   ) -> Tuple[Dict[str, object], object, List[str]]:
-    """Apply ``dirs`` in order; returns (modules, rules, the files applied)."""
+    """Apply ``dirs`` in order; returns (modules, rules, the files applied).
+
+    A folder's ``analyzers.toml`` is validated here too (so loading the knowledge base reports a
+    mistake in it at once); :meth:`AnalyzerTable.load <dumpkit.analysis.analyzers.AnalyzerTable.load>`
+    merges it over the shipped table."""
     from .kb import _load_modules, _load_rules
     applied: List[str] = []
     mods: Dict[str, object] = dict(modules)
     for d in dirs:
-        mf, tf = d / "modules.toml", d / "triage.toml"
+        mf, tf, af = d / "modules.toml", d / "triage.toml", d / "analyzers.toml"
         if mf.is_file():
             mods = merge_modules(mods, _load_modules(mf))
             applied.append(str(mf))
         if tf.is_file():
             rules = merge_rules(rules, _load_rules(tf), user_sets_default_owner(tf))
             applied.append(str(tf))
+        if af.is_file():
+            from .analyzers import AnalyzerTable
+            AnalyzerTable._from_file(af)       # validated now (not cached: the file may change)
+            applied.append(str(af))
     return mods, rules, applied
 
 
