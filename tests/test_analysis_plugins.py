@@ -78,6 +78,7 @@ def test_9f_3_bucket_matches_windbg_on_a_dump():
     assert a.confidence == "medium"
     notes = " ".join(a.notes)
     assert f"{o.irp:#x}" in notes and "\\Driver\\RtsPer" in notes and "device stack" in notes
+    assert "pci.sys, from the module list" in notes          # DriverStart found in the module list
     assert not [w for w in a.warnings if "0x9F" in w]
 
 
@@ -197,3 +198,24 @@ def test_power_irp_on_arbitrary_memory_never_raises(data, p2, p4, seed):
     buf[p2 % len(buf)] = seed             # sometimes a plausible Type word
     out = power_irp(_FlatKernel(base, bytes(buf)), 0x9F, [3, base + p2, 0, base + p4])
     assert out.device_driver is None or isinstance(out.device_driver, str)
+
+
+def test_9f_3_on_an_x86_dump():
+    # the same scene with 4-byte pointers in a 32-bit PAE dump: the x86 offsets of kernel/iostructs
+    pci, rts = ("\\Driver\\pci", 0x8A600000, 0x3A000), ("\\Driver\\RtsPer", 0x8A700000, 0x50000)
+    data, o = IO.make_power_irp_dump32(pdo_driver=pci, fdo_driver=rts,
+                                       modules=[("pci.sys", pci[1], pci[2]), ("RtsPer.sys", rts[1], rts[2])])
+    a = analyze(data)
+    assert (a.module_name, a.image_name, a.failure_bucket_id) == ("pci", "pci.sys", "0x9F_3_RtsPer_IMAGE_pci.sys")
+    assert a.culprit.module == "RtsPer.sys" and f"{o.irp:#x}" in " ".join(a.notes)
+    assert "pci.sys, from the module list" in " ".join(a.notes)
+
+
+def test_pdo_driver_outside_the_module_list_is_named_by_driver_name():
+    def scene(aspace, heap):
+        o = IO.lay_out_power_irp(aspace, heap, pdo_driver=("\\Driver\\ACPI", 0xFFFFF80400000000, 0x1000),
+                                 fdo_driver=RTSPER)
+        return 0x9F, (3, o.pdo, TRIAGE_9F_POWER, o.irp)
+    a = analyze(K.make_kernel_dump(None, "full", family="E2", modules=MODULES, scene=scene).data)
+    assert (a.image_name, a.failure_bucket_id) == ("ACPI.sys", "0x9F_3_RtsPer_IMAGE_ACPI.sys")
+    assert "DriverStart is in no loaded module" in " ".join(a.notes)
