@@ -21,7 +21,7 @@ from .analyzers import Facts, base_code as _base_code, evaluate
 
 __all__ = [
     "failure_id_hash", "bucket_class", "failure_bucket_id", "followup_text", "base_code", "is_access_violation_code",
-    "FAST_FAIL_NAMES", "STATUS_ACCESS_VIOLATION",
+    "FAST_FAIL_NAMES", "STATUS_ACCESS_VIOLATION", "bucket_safe",
 ]
 
 STATUS_ACCESS_VIOLATION = 0xC0000005
@@ -82,6 +82,18 @@ def is_access_violation_code(code: Optional[int], parameters: Sequence[int] = ()
     return False
 
 
+#: characters a FAILURE_BUCKET_ID never carries: WinDbg writes '_' for them (SYMBOL_NAME keeps them):
+#: '~CallbackScope' -> '_CallbackScope' (electron.exe destructor), '<lambda_69bd...>::operator' ->
+#: '_lambda_69bd..._::operator' (a C++ lambda in a .pyd), 'C:\\Program Files (x86)\\...' -> 'C:_Program_Files_(x86)_...'
+_BUCKET_UNSAFE = str.maketrans({c: "_" for c in "~<>`' \\,"})
+
+
+def bucket_safe(text: str) -> str:
+    """``text`` as it appears in a FAILURE_BUCKET_ID: ``~``, ``<``, ``>``, blanks, quotes, backslashes and commas
+    become ``_``."""
+    return text.translate(_BUCKET_UNSAFE)
+
+
 def followup_text(module: Optional[str], symbol: Optional[str]) -> str:
     """``module!function`` / ``module!unknown_function``; '' when there is no followup module."""
     if not module:
@@ -91,7 +103,7 @@ def followup_text(module: Optional[str], symbol: Optional[str]) -> str:
         head, _, tail = fn.rpartition("+")
         if head and all(c in "0123456789abcdefABCDEFx" for c in tail):
             fn = head
-    return f"{module}!{fn or 'unknown_function'}"
+    return bucket_safe(f"{module}!{fn or 'unknown_function'}")
 
 
 def _facts(code: Optional[int], parameters: Sequence[int], *, exception_code: Optional[int] = None,

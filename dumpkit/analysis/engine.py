@@ -25,7 +25,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 from dumpkit.errors import DumpWarning
 from dumpkit.model import Context, Frame, Module, ModuleList, Stack
 
-from .bucket import (EXCEPTION_CODES, STATUS_ACCESS_VIOLATION, base_code, failure_bucket_id, failure_id_hash,
+from .bucket import (EXCEPTION_CODES, STATUS_ACCESS_VIOLATION, base_code, bucket_safe, failure_bucket_id, failure_id_hash,
                      is_access_violation_code)
 from .fault import FaultInfo, explain_fault
 
@@ -736,7 +736,7 @@ def analyze_parts(bugcheck_code: Optional[int], parameters: Sequence[int], frame
                 fmod, image, fsym = process_name.rsplit(".", 1)[0], process_name, "unknown_error_in_process"
                 symbol_name = f"{process_name}!unknown_error_in_process"
                 notes.append("no frame could be attributed: the process image is the followup, as WinDbg does")
-            fimg = f"{image or fmod}!{fsym or 'Unknown'}" if fmod else ""
+            fimg = bucket_safe(f"{image or fmod}!{fsym or 'Unknown'}") if fmod else ""
             addr = exc.get("parameter2", exc.get("memory_address"))
             verdict_um = _ev(_F(code=None, exception_code=exc.get("code"), access=exc.get("memory_access") or (
                 {0: "read", 1: "write", 8: "execute"}.get(exc.get("parameter1", -1))), usermode=True,
