@@ -219,3 +219,36 @@ def test_pdo_driver_outside_the_module_list_is_named_by_driver_name():
     a = analyze(K.make_kernel_dump(None, "full", family="E2", modules=MODULES, scene=scene).data)
     assert (a.image_name, a.failure_bucket_id) == ("ACPI.sys", "0x9F_3_RtsPer_IMAGE_ACPI.sys")
     assert "DriverStart is in no loaded module" in " ".join(a.notes)
+
+
+def _whea_dump(record: bytes, p1: int = 0):
+    return K.make_kernel_dump(None, "full", family="E2",
+                              scene=lambda aspace, heap: (0x124, (p1, heap.put(record), 0xBE000000, 0x800400)))
+
+
+def test_124_whea_record_names_the_vendor_and_the_error():
+    from fixtures import whea_records as W
+    rec = W.cper_record([(W.PROCESSOR_GENERIC, 1, W.processor_generic_section(error_type=1, operation=1, level=2)),
+                         (W.XPF_PROCESSOR, 1, bytes(64))])
+    a = analyze(_whea_dump(rec).data)
+    # the factory's KPRCB holds no vendor string: the record's brand string names it; MODULE_NAME / IMAGE_NAME
+    # as WinDbg gives them on the real 0x124 case (124_whea_genuineintel_stornvme: GenuineIntel, GenuineIntel.sys)
+    assert (a.module_name, a.image_name) == ("GenuineIntel", "GenuineIntel.sys")
+    assert a.failure_bucket_id.startswith("0x124_0_GenuineIntel_")
+    notes = " ".join(a.notes)
+    assert "2 section(s): processor generic (fatal), x86/x64 processor (fatal)" in notes
+    assert "cache error on data read, cache level 2" in notes and "Intel(R) Core(TM) i7-8650U" in notes
+
+
+@pytest.mark.parametrize("damage", ["signature", "length", "missing"])
+def test_124_bad_whea_record_warns(damage):
+    from fixtures import whea_records as W
+    good = W.cper_record([(W.PROCESSOR_GENERIC, 1, W.processor_generic_section())])
+    rec = {"signature": W.cper_record([(W.MEMORY, 1, bytes(80))], signature=b"CPEX"),
+           "length": W.cper_record([(W.PROCESSOR_GENERIC, 1, W.processor_generic_section())], length_delta=-100),
+           "missing": good}[damage]
+    sc = _whea_dump(rec) if damage != "missing" else K.make_kernel_dump(
+        None, "full", family="E2", scene=lambda aspace, heap: (0x124, (0, 0xFFFF900000000000, 0, 0)))
+    a = analyze(sc.data)
+    assert any("WHEA error record (P2) could not be read" in w for w in a.warnings)
+    assert a.module_name != "GenuineIntel"          # no vendor from anywhere: the followup rule applies

@@ -28,7 +28,7 @@ __all__ = ["Case", "Analyzer", "AnalyzerTable", "Facts", "Verdict", "evaluate", 
 CULPRIT_KINDS = ("followup", "param_module", "tdr", "cpu_vendor", "hardware", "unknown", "device_stack")
 CONTEXT_KINDS = ("cxr_param", "trap", "exception", "thread", "none")
 #: code plugins an analyzer may name (``plugin = "..."``; dumpkit.analysis.plugins.PLUGINS implements them)
-PLUGIN_KINDS = ("power_irp",)
+PLUGIN_KINDS = ("power_irp", "whea_record")
 _WHEN_KEYS = {"exception", "fault_kind", "p1", "p2_negative", "field", "field_value", "stack_has", "has",
               "followup", "nested_interrupt", "p1_range"}
 _FACT_RE = re.compile(r"\{([A-Za-z0-9_]+(?::[A-Za-z0-9_.]+)?)\}")

@@ -171,6 +171,7 @@ def analyze_dump(dump: Any, symbol_path: Any = None, *, offline: Optional[bool] 
     plugged = run_analyzer_plugin(dump)
     warnings.extend(w for w in plugged.warnings if w not in warnings)
     vendor = cpu_vendor(dump) if bc.base_code == 0x124 else None
+    vendor = vendor or plugged.cpu_vendor
     stack_command = None
     if bc.base_code == 0x4A:
         tf = syscall_trap_frame(dump)
