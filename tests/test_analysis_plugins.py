@@ -252,3 +252,49 @@ def test_124_bad_whea_record_warns(damage):
     a = analyze(sc.data)
     assert any("WHEA error record (P2) could not be read" in w for w in a.warnings)
     assert a.module_name != "GenuineIntel"          # no vendor from anywhere: the followup rule applies
+
+
+class _Blocks:
+    """Objects collected as triage-dump data blocks (the kernel saves 0x9F's IRP and device objects that way)."""
+
+    def __init__(self, base=0xFFFFAD8F6B100000):
+        self.next, self.blocks = base, {}
+
+    def put(self, data):
+        va = self.next
+        self.blocks[va] = bytearray(data)
+        self.next = (va + len(data) + 0x3F) & ~0x3F
+        return va
+
+    def write(self, va, data):
+        for start, buf in self.blocks.items():
+            if start <= va and va + len(data) <= start + len(buf):
+                buf[va - start:va - start + len(data)] = data
+                return
+        raise AssertionError(f"{va:#x} is in no block")
+
+
+def test_9f_3_on_a_kernel_written_triage_dump():
+    # a minidump as the DumpChk case had: the objects only as triage data blocks, the modules in the driver list
+    from fixtures import factory as F
+    b = _Blocks()
+    w = IO.Writer(b.put, b.write, 8)
+    pdrv, fdrv = w.driver_object(*PCI), w.driver_object(*RTSPER)
+    pdo = w.device_object(pdrv)
+    fdo = w.device_object(fdrv, stack_size=2)
+    w.device_object(pdrv, attached=fdo, at=pdo)
+    irp, _ = w.irp([(0x16, 2, pdo), (0x16, 2, fdo)], current=2)
+    ctx = F.X64Context(rip=F.DEFAULT_KERNEL_BASE + 0x3F6DA0, rsp=0xFFFFF8013BB11000, rcx=0x9F)
+    header = F.HeaderFields(writer="kernel", bugcheck_code=0x9F, bugcheck_parameters=(3, pdo, 0xFFFFF8013BB11850, irp),
+                            context=ctx, number_processors=2, directory_table_base=F.TRIAGE_DEFAULT_DTB,
+                            physical_memory_runs=list(F.TRIAGE_DEFAULT_RUNS))
+    drivers = [F.TriageDriver("ntoskrnl.exe", F.DEFAULT_KERNEL_BASE, 0x1046000, 0x2BCA0EA3, 0xA8D3BD),
+               F.TriageDriver("pci.sys", PCI[1], PCI[2], 0x5E0F1A2B, 0x8F0C1),
+               F.TriageDriver("RtsPer.sys", RTSPER[1], RTSPER[2], 0x5A1B2C3D, 0x9A8B7)]
+    spec = F.TriageSpec(header=header, prcb=bytes(0x200), process=bytes(0xA40), thread=bytes(0x898),
+                        call_stack=bytes(0x200), top_of_stack=0xFFFFF8013BB11000, drivers=drivers,
+                        data_blocks=[(va, bytes(buf)) for va, buf in b.blocks.items()])
+    a = analyze(F.write_triage_dump(None, spec).data)
+    exp = CASE["expected"]
+    assert (a.module_name, a.image_name, a.failure_bucket_id, a.failure_id_hash) == \
+        (exp["MODULE_NAME"], exp["IMAGE_NAME"], exp["FAILURE_BUCKET_ID"], exp["FAILURE_ID_HASH"])
