@@ -65,6 +65,9 @@ def test_writer_and_reader_agree_on_every_offset():
         assert (o["stack"]["DeviceObject"], o["stack"]["_size"]) == \
             (lay.io_stack_location.device_object, lay.io_stack_location.size)
         assert IO.SIZES[ptr] == dict(device=lay.device_object.size, driver=lay.driver_object.size, irp=lay.irp.size)
+        st = IO.structs(ptr)            # the construct Structs the writer serializes with
+        assert (st["device"].sizeof(), st["driver"].sizeof(), st["irp"].sizeof(), st["stack"].sizeof()) == \
+            (lay.device_object.size, lay.driver_object.size, lay.irp.size, lay.io_stack_location.size)
 
 
 def test_9f_3_bucket_matches_windbg_on_a_dump():
