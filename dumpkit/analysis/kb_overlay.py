@@ -37,7 +37,7 @@ def overlay_dirs(extra: Sequence[str] = ()) -> List[Path]:
         d = Path(entry).expanduser()
         if not d.is_dir():
             raise KnowledgeBaseError(f"{origin}: {entry} is not a folder", path=entry,
-                                     expected="a folder with modules.toml and/or triage.toml")
+                                     expected="a folder with modules.toml, triage.toml and/or analyzers.toml")
         if not any((d / f).is_file() for f in OVERLAY_FILES):
             raise KnowledgeBaseError(f"{origin}: {entry} holds none of {', '.join(OVERLAY_FILES)}", path=entry,
                                      expected="modules.toml, triage.toml and/or analyzers.toml in the format of "

@@ -61,7 +61,7 @@ def _common(p: argparse.ArgumentParser, *, json: bool = True, symbols: bool = Fa
 
 def _kb_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kb", metavar="DIR", action="append", default=[],
-                   help="your own modules.toml / triage.toml, merged over the shipped knowledge base "
+                   help="your own modules.toml / triage.toml / analyzers.toml, merged over the shipped knowledge base "
                         "(also $DUMPKIT_KB_PATH; repeatable)")
 
 
@@ -239,8 +239,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         if getattr(args, "kb", None) is not None:
             for kb_dir in args.kb:
                 if not os.path.isdir(kb_dir):
-                    raise CliError(f"--kb {kb_dir}: no such folder", hint="give a folder holding modules.toml "
-                                   "and/or triage.toml (docs/knowledge-base.md)")
+                    raise CliError(f"--kb {kb_dir}: no such folder", hint="give a folder holding modules.toml, "
+                                   "triage.toml and/or analyzers.toml (docs/knowledge-base.md)")
             from ..analysis.kb_overlay import SESSION_DIRS
             SESSION_DIRS[:] = args.kb            # this run's --kb folders (main() may be called again in-process)
         if hasattr(args, "kb") and (args.kb or os.environ.get("DUMPKIT_KB_PATH", "").strip()):
