@@ -106,3 +106,71 @@ def test_refused_server_is_reported_once(tmp_path, capsys, monkeypatch):
     assert err.count("is down") == 1
     _no_echo(out, err)
 
+
+
+# ---------------------------------------------------------------- --symbol-timeout / --symbol-budget
+def _silent_forever(conn, stop):
+    stop.wait(10)                 # accepts, reads the request, never answers (until the test ends)
+
+
+def _drip_body(conn, stop):
+    import time
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\nMSF")
+    while not stop.is_set():
+        conn.sendall(b"M")
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("how", ["option", "environment"])
+def test_symbol_timeout_bounds_a_server_that_never_answers(tmp_path, capsys, servers, monkeypatch, how):
+    """Without the option the first module waits out the 10 s socket timeout; with 0.4 s the whole
+    command is over in well under that, the server is asked once and said to be down once."""
+    import time
+    monkeypatch.delenv("DUMPKIT_OFFLINE", raising=False)
+    srv = HostileServer(_silent_forever)
+    servers.append(srv)
+    argv = ["symbols", SAMPLE, "-y", f"srv*{tmp_path / 'cache'}*{srv.url}", "--json"]
+    if how == "option":
+        argv += ["--symbol-timeout", "0.4"]
+    else:
+        monkeypatch.setenv("DUMPKIT_SYMBOL_TIMEOUT", "0.4")
+    t0 = time.monotonic()               # wall clock on purpose: the deadline is a wall-clock one
+    _code, out, err = run(capsys, *argv)
+    assert time.monotonic() - t0 < 5.0
+    assert srv.connections == 1 and err.count("is down") == 1 and "0.4 s" in err, err
+    assert '"unreachable"' in out
+
+
+def test_symbol_budget_bounds_the_whole_run(tmp_path, capsys, servers, monkeypatch):
+    """A server dripping a PDB a byte at a time: the per-download limit (60 s) would let it run on,
+    the run's budget of 0.4 s stops it and every later module is answered at once."""
+    import time
+    monkeypatch.delenv("DUMPKIT_OFFLINE", raising=False)
+    srv = HostileServer(_drip_body)
+    servers.append(srv)
+    t0 = time.monotonic()
+    _code, out, err = run(capsys, "stack", SAMPLE, "-y", f"srv*{tmp_path / 'cache'}*{srv.url}",
+                          "--symbol-timeout", "60", "--symbol-budget", "0.4")
+    assert time.monotonic() - t0 < 5.0
+    # file.ptr is refused at once (1,000,000 bytes announced for a pointer), the PDB itself drips
+    assert srv.connections == 2 and "Call Site" in out, err
+    assert "network budget of 0.4 s for this run ran out" in err and "is down" not in err, err
+    _no_echo(out, err)
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "1e999", "ten", "", "90000"])
+@pytest.mark.parametrize("option", ["--symbol-timeout", "--symbol-budget"])
+def test_bad_symbol_limits_are_usage_errors(capsys, option, value):
+    code, _out, err = run(capsys, "symbols", SAMPLE, option, value)
+    assert code == 2 and option in err and "seconds" in err, err
+
+
+@pytest.mark.parametrize("var", ["DUMPKIT_SYMBOL_TIMEOUT", "DUMPKIT_SYMBOL_BUDGET"])
+def test_bad_symbol_limit_in_the_environment_is_a_usage_error(capsys, monkeypatch, var):
+    monkeypatch.setenv(var, "soon")
+    for cmd in ("symbols", "stack", "analyze"):
+        code, _out, err = run(capsys, cmd, SAMPLE, "--offline")
+        assert code == 2 and f"${var}" in err, err
+    assert run(capsys, "info", SAMPLE)[0] == 0             # commands without symbols do not read it
+    monkeypatch.setenv(var, "30")
+    assert run(capsys, "symbols", SAMPLE, "--offline")[0] in (0, 1)

@@ -71,6 +71,59 @@ def positive_int(text: str) -> int:
     return n
 
 
+#: the longest --symbol-timeout / --symbol-budget accepted (a day: anything longer is a typo)
+MAX_SYMBOL_SECONDS = 86400.0
+#: the socket idle timeout of a download (SymbolServer's default): --symbol-timeout only lowers it
+SYMBOL_IDLE_TIMEOUT = 10.0
+SYMBOL_ENV = {"symbol_timeout": "DUMPKIT_SYMBOL_TIMEOUT", "symbol_budget": "DUMPKIT_SYMBOL_BUDGET"}
+
+
+def seconds(text: str) -> float:
+    """argparse type: a number of seconds, more than 0 and at most a day (``0``, ``-1``, ``nan``,
+    ``1e999``, ``ten`` are usage errors, exit 2)."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < v <= MAX_SYMBOL_SECONDS:             # also refuses nan and inf
+        raise argparse.ArgumentTypeError(f"{text!r} must be more than 0 and at most {MAX_SYMBOL_SECONDS:.0f} seconds")
+    return v
+
+
+def symbol_limits_from_environment(args: Any) -> None:
+    """Fill ``--symbol-timeout`` / ``--symbol-budget`` left unset from ``$DUMPKIT_SYMBOL_TIMEOUT`` /
+    ``$DUMPKIT_SYMBOL_BUDGET`` (the options win); a bad value is a usage error (exit 2)."""
+    for attr, var in SYMBOL_ENV.items():
+        if not hasattr(args, attr) or getattr(args, attr) is not None:
+            continue
+        raw = os.environ.get(var, "").strip()
+        if raw:
+            try:
+                setattr(args, attr, seconds(raw))
+            except argparse.ArgumentTypeError as exc:
+                raise CliError(f"${var}: {exc}", code=EXIT_USAGE,
+                               hint=f"set it to a number of seconds or unset it; --{attr.replace('_', '-')} "
+                                    "overrides it") from None
+
+
+def symbol_path_for(args: Any) -> Tuple[str, Any]:
+    """(the symbol path's text, what to hand to ``Dump.stack``/``resolver``/``analyze``) for a
+    command with ``--symbol-path`` (default ``$_NT_SYMBOL_PATH``).  With ``--symbol-timeout`` or
+    ``--symbol-budget`` (or their environment variables) the second is a
+    :class:`~dumpkit.symbolize.SymbolPath` carrying those limits; without, the text as given."""
+    text = args.symbol_path if args.symbol_path is not None else os.environ.get("_NT_SYMBOL_PATH", "")
+    timeout, budget = getattr(args, "symbol_timeout", None), getattr(args, "symbol_budget", None)
+    if timeout is None and budget is None:
+        return text, args.symbol_path
+    from ..symbolize import SymbolPath
+    opts: dict = {}
+    if timeout is not None:
+        opts.update(max_time=timeout, timeout=min(SYMBOL_IDLE_TIMEOUT, timeout))
+    if budget is not None:
+        opts["budget"] = budget
+    return text, SymbolPath(text, offline=True if getattr(args, "offline", False) else None, **opts)
+
+
 def check_exclusive(args: Any) -> None:
     """Options that make no sense together are usage errors (exit 2)."""
     if getattr(args, "summary", False) and getattr(args, "json", False):

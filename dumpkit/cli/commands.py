@@ -12,7 +12,7 @@ from ..errors import DumpError, MemoryReadError
 from ..model import windbg_hex
 from ..schemas import SCHEMA_VERSION
 from ._util import (EXIT_BAD_INPUT, EXIT_INCOMPLETE, EXIT_OK, EXIT_USAGE, CliError, Incomplete, check_exclusive, dump_incomplete_reasons,
-                    human_bytes, open_dump, parse_address, parse_length, plural, print_json, read_text_input)
+                    human_bytes, open_dump, parse_address, parse_length, plural, print_json, read_text_input, symbol_path_for)
 
 DEFAULT_READ_LENGTH = 0x80          # WinDbg's db shows 0x80 bytes by default
 
@@ -149,8 +149,9 @@ def cmd_stack(args) -> int:
     from .progress import DownloadProgress
     with open_dump(args.file) as d:
         ctx = _pick_context(d, args.context)
+        _, sp = symbol_path_for(args)
         with DownloadProgress():
-            stack = d.stack(ctx, symbol_path=args.symbol_path, max_frames=args.max_frames,
+            stack = d.stack(ctx, symbol_path=sp, max_frames=args.max_frames,
                             offline=True if args.offline else None)
         symbols_report(d)
         if args.json:
@@ -397,8 +398,8 @@ def cmd_symbols(args) -> int:
     from ..report.symbols import module_reason, render_server_status, server_status
     from .progress import DownloadProgress
     with open_dump(args.file) as d:
-        sp = args.symbol_path if args.symbol_path is not None else os.environ.get("_NT_SYMBOL_PATH", "")
-        res = d.resolver(sp, offline=True if args.offline else None)
+        sp, path = symbol_path_for(args)
+        res = d.resolver(path if path is not None else sp, offline=True if args.offline else None)
         with DownloadProgress():
             for m in d.modules:
                 try:
@@ -478,7 +479,7 @@ def cmd_analyze(args) -> int:
             kw["logs"] = logs_path
         from .progress import DownloadProgress
         with DownloadProgress():
-            analysis = analyze(d, args.symbol_path, **kw)
+            analysis = analyze(d, symbol_path_for(args)[1], **kw)
         return _emit_analysis(analysis, args, d, logs_path)
 
 

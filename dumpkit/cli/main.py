@@ -17,7 +17,7 @@ from ..errors import (CorruptDumpError, DumpError, DumpWarning, MemoryReadError,
                       TextParseError, TruncatedDumpError, UnsupportedDumpError)
 from . import commands as C
 from ._util import (EXIT_BAD_INPUT, EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, CliError, Incomplete,
-                    positive_int)
+                    positive_int, seconds, symbol_limits_from_environment)
 
 __all__ = ["main", "build_parser", "COMMANDS", "EXIT_OK", "EXIT_INCOMPLETE", "EXIT_USAGE", "EXIT_BAD_INPUT"]
 
@@ -55,6 +55,13 @@ def _common(p: argparse.ArgumentParser, *, json: bool = True, symbols: bool = Fa
         p.add_argument("--symbol-path", "-y", metavar="PATH", default=None,
                        help="symbol/image path in _NT_SYMBOL_PATH syntax (default: $_NT_SYMBOL_PATH)")
         p.add_argument("--offline", action="store_true", help="never contact a symbol server")
+        p.add_argument("--symbol-timeout", type=seconds, metavar="SECONDS", default=None,
+                       help="give up one download after SECONDS of wall clock, connect, headers and body "
+                            "included (default 120; also $DUMPKIT_SYMBOL_TIMEOUT); a server that times out "
+                            "is not asked again in this run")
+        p.add_argument("--symbol-budget", type=seconds, metavar="SECONDS", default=None,
+                       help="network time for the whole run, all servers together (default 300; also "
+                            "$DUMPKIT_SYMBOL_BUDGET); once spent, no server is asked again")
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                    help="show tracebacks and warnings")
 
@@ -236,6 +243,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         if not args.command:
             parser.print_help(sys.stderr)
             return EXIT_USAGE
+        symbol_limits_from_environment(args)      # a bad $DUMPKIT_SYMBOL_* is a usage error before any work
         if getattr(args, "kb", None) is not None:
             for kb_dir in args.kb:
                 if not os.path.isdir(kb_dir):

@@ -18,6 +18,9 @@ _NETWORK = re.compile(r"gaierror|Name or service not known|Temporary failure in 
                       r"No route to host|ConnectionError|ssl|CERTIFICATE|HTTP 5\d\d|HTTP 429|slower than|"
                       r"circuit|unreachable|proxy", re.I)
 
+#: a lookup skipped because the run's network budget (``--symbol-budget``) ran out: not a network fault
+_BUDGET = re.compile(r"network budget of [\d.e+]+ s for this run")
+
 
 @dataclass
 class ServerStatus:
@@ -31,6 +34,8 @@ class ServerStatus:
     other_errors: int = 0
     last_error: str = ""
     modules_unreachable: List[str] = field(default_factory=list)
+    modules_over_budget: List[str] = field(default_factory=list)     #: not asked: the run's budget ran out
+    budget_error: str = ""
 
     @property
     def state(self) -> str:
@@ -93,6 +98,12 @@ def server_status(report: Iterable[Any]) -> List[ServerStatus]:
                 st.not_found += 1
             elif res == "offline":
                 st.offline += 1
+            elif _BUDGET.search(detail):
+                st.other_errors += 1
+                m = _BUDGET.search(detail)
+                st.budget_error = m.group(0) if m else detail[:120]
+                if mod and mod not in st.modules_over_budget:
+                    st.modules_over_budget.append(mod)
             elif _is_network(detail):
                 st.unreachable += 1
                 st.last_error = _short(detail)
@@ -109,6 +120,9 @@ def module_reason(entry: Dict[str, Any]) -> Optional[str]:
     if entry.get("pdb", {}).get("found"):
         return None
     atts = list(_attempts(entry))
+    if any(_is_server(str(a.get("where"))) and a.get("result") == "error" and _BUDGET.search(str(a.get("detail")))
+           for a in atts):
+        return "network budget spent: the PDB was not looked up (--symbol-budget)"
     if any(_is_server(str(a.get("where"))) and a.get("result") not in ("request", "found", "missing", "cached-miss",
                                                                          "message", "offline")
            and _is_network(str(a.get("detail"))) for a in atts):
@@ -130,4 +144,10 @@ def render_server_status(statuses: List[ServerStatus]) -> List[str]:
                          f"{n} module{'s' if n != 1 else ''} could not be looked up there (this is not 'not found')")
     if lines:
         lines.append(OFFLINE_ADVICE)
+    for st in statuses:
+        if st.modules_over_budget:
+            n = len(st.modules_over_budget)
+            lines.append(f"symbol server {st.url}: {n} module{'s' if n != 1 else ''} not looked up there: the "
+                         f"{st.budget_error} ran out (raise it with --symbol-budget SECONDS or "
+                         "$DUMPKIT_SYMBOL_BUDGET)")
     return lines

@@ -334,13 +334,16 @@ class SymbolServer:
             if self.down is not None:
                 raise SymbolServerError(f"server marked down earlier in this run ({self.down})", path=url)
             if self.budget.spent:
-                raise SymbolServerError(f"the network budget of {self.budget.seconds:.0f} s for this run is spent",
+                raise SymbolServerError(f"the network budget of {self.budget.seconds:g} s for this run is spent",
                                         path=url)
             try:
                 body = self._get_once(url, limit)
                 self._failed_in_a_row = 0
                 return body
             except _Down as exc:
+                if self.budget.spent:         # the run's budget ran out, not the server: nothing is asked again anyway
+                    raise SymbolServerError(f"the network budget of {self.budget.seconds:g} s for this run ran out "
+                                            f"({exc})", path=url) from None
                 self.mark_down(str(exc))
                 raise SymbolServerError(str(exc), path=url) from None
             except _Transient as exc:
@@ -510,7 +513,7 @@ class SymbolServer:
         if failed is not None:
             return FetchResult(None, "error", f"failed recently, not asked again: {failed}")
         if self.budget.spent:
-            return FetchResult(None, "error", f"the network budget of {self.budget.seconds:.0f} s for this run is spent")
+            return FetchResult(None, "error", f"the network budget of {self.budget.seconds:g} s for this run is spent")
         result = FetchResult(None, "missing")
         validate = _validator(kind)
         errors = []
