@@ -79,6 +79,8 @@ def test_9f_3_bucket_matches_windbg_on_a_dump():
     # dumpkit's own verdict says more: the IRP is pending in RtsPer.sys, the card reader's driver
     assert a.culprit.module == "RtsPer.sys" and "pending in RtsPer.sys" in a.culprit.reason
     assert a.confidence == "medium"
+    # no instruction faulted: the fault line says what the bug check reports, not "not enough information"
+    assert a.fault.explanation.startswith("No instruction faulted: the kernel raised DRIVER_POWER_STATE_FAILURE")
     notes = " ".join(a.notes)
     assert f"{o.irp:#x}" in notes and "\\Driver\\RtsPer" in notes and "device stack" in notes
     assert "pci.sys, from the module list" in notes          # DriverStart found in the module list

@@ -709,8 +709,14 @@ def analyze_parts(bugcheck_code: Optional[int], parameters: Sequence[int], frame
     fault = explain_fault(bugcheck_code=code if not inferred else None, parameters=params if not inferred else (),
                           parameter_text=parameter_text, context=context if has_fault_ins else None,
                           instruction_bytes=fault_bytes,
-                          ip=fault_ip, disasm=fault_disasm, symbol=fault_symbol, irql=irql, exception=exc,
+                          ip=fault_ip if has_fault_ins else None, disasm=fault_disasm, symbol=fault_symbol,
+                          irql=irql, exception=exc,
                           ip_in_paged_code=ip_in_paged_code, region=exc.get("memory_region"))
+    if not has_fault_ins and fault.kind == "unknown" and code is not None:
+        # no instruction faulted: say what the bug check reports instead of "not enough information"
+        what = getattr(info, "description", "") if info is not None else ""
+        fault.explanation = (f"No instruction faulted: the kernel raised {name or f'bug check {code:#x}'} by calling "
+                             f"KeBugCheckEx." + (f" {what}" if what else ""))
     if inferred and fault.kind == "unknown" and exc.get("code") == STATUS_ACCESS_VIOLATION:
         fault.kind = "access_violation"
         fault.explanation = (f"A page fault{(' in ' + fault_symbol) if fault_symbol else ''} was raised as an "
