@@ -86,3 +86,24 @@ def test_rendered_text_has_no_conclusions(case):
 def test_agrees_with_windbg(case):
     r = A.compare(case)
     assert r.all_agree, "; ".join(r.mismatches())
+
+
+def test_memory_operand_and_pointer_class_from_real_outputs():
+    """The operand facts behind the user-mode pointer classes of the corpus cases (see their notes)."""
+    from dumpkit.analysis.analyzers import _pointer_class
+    from dumpkit.analysis.bucket import memory_operand
+
+    cases = [  # instruction, registers, address, access -> WinDbg's class
+        ("mov     byte ptr [eax+edx],61h", {"eax": 0x533140, "edx": 0}, 0x533140, "write", "NULL_POINTER_WRITE"),
+        ("mov     rdi,qword ptr [rcx+50h]", {"rcx": 0}, 0x50, "read", "NULL_CLASS_PTR_READ"),
+        ("mov     rcx,qword ptr [rcx+8]", {"rcx": 0x30}, 0x38, "read", "INVALID_POINTER_READ"),
+        ("mov     dword ptr [ecx],0", {"ecx": 0xF9C}, 0xF9C, "write", "NULL_CLASS_PTR_WRITE"),
+        ("movzx   eax,word ptr [rdx+rax*2]", {"rdx": 0x5DB157C7B535, "rax": 0}, 0x5DB157C7B535, "read",
+         "INVALID_POINTER_READ"),
+    ]
+    for text, regs, addr, access, want in cases:
+        op = memory_operand(text, regs)
+        assert op is not None, text
+        assert _pointer_class(addr, access, op) == want, text
+    assert memory_operand("mov eax,dword ptr fs:[00000030h]", {}) is None
+    assert memory_operand("ret", {"eax": 0}) is None

@@ -301,6 +301,7 @@ class Facts:
     livedump: bool = False
     usermode: bool = False
     address: Optional[int] = None                # the referenced address (user-mode pointer class)
+    operand: Optional[Tuple[bool, bool]] = None  # faulting memory operand: (an unscaled register is 0, displacement)
     followup_image: str = ""                     # 'AccessV.exe!main' (user-mode buckets keep the extension)
     kb: Any = None
 
@@ -430,7 +431,7 @@ def _values(facts: Facts, analyzer: Analyzer, case: Case) -> Dict[str, Optional[
         "procs": str(facts.procs) if facts.procs else None,
         "dpc_isr": None,
         "followup_image": facts.followup_image,
-        "pointer_class": _pointer_class(facts.address, facts.access),
+        "pointer_class": _pointer_class(facts.address, facts.access, facts.operand),
         "avrf": "AVRF" if str(facts.fields.get("APPLICATION_VERIFIER_LOADED", "")).split()[:1] == ["1"] else None,
     }
     for i in range(4):
@@ -451,8 +452,17 @@ def _values(facts: Facts, analyzer: Analyzer, case: Case) -> Dict[str, Optional[
     return vals
 
 
-def _pointer_class(address: Optional[int], access: Optional[str]) -> Optional[str]:
-    """User-mode access-violation class: NULL_POINTER_WRITE, NULL_CLASS_PTR_READ, INVALID_POINTER_EXECUTE..."""
+def _pointer_class(address: Optional[int], access: Optional[str],
+                   operand: Optional[Tuple[bool, bool]] = None) -> Optional[str]:
+    """User-mode access-violation class: NULL_POINTER_WRITE, NULL_CLASS_PTR_READ, INVALID_POINTER_EXECUTE...
+
+    With the faulting instruction's memory operand known (``operand`` = (an unscaled register is 0, has a
+    displacement)) the pointer register decides, as in real outputs: a NULL base or unscaled index is
+    NULL_POINTER, NULL_CLASS_PTR with a displacement ('[eax+edx]' with edx = 0 writing 00533140 is
+    NULL_POINTER_WRITE; '[rcx+50h]' with rcx = 0 is NULL_CLASS_PTR_READ); a non-NULL pointer is INVALID_POINTER
+    ('[rcx+8]' with rcx = 0x30 reading 0x38), except a first-page address reached with no displacement
+    ('[ecx]' with ecx = 0xf9c: NULL_CLASS_PTR_WRITE).  Without it the address alone decides.
+    """
     if address is None:
         return None
     how = {"write": "WRITE", "execute": "EXECUTE"}.get(access or "", "READ")
@@ -461,6 +471,11 @@ def _pointer_class(address: Optional[int], access: Optional[str]) -> Optional[st
         return "INVALID_POINTER_EXECUTE" if address == 0 else "SOFTWARE_NX_FAULT"
     if address == 0:
         return f"NULL_POINTER_{how}"
+    if operand is not None:
+        null_reg, disp = operand
+        if null_reg:
+            return f"NULL_CLASS_PTR_{how}" if disp else f"NULL_POINTER_{how}"
+        return f"NULL_CLASS_PTR_{how}" if address < 0x1000 and not disp else f"INVALID_POINTER_{how}"
     if address < 0x1000:
         # a small offset from NULL inside the first page: a member of a NULL object
         # (a write to 0x43cb is already INVALID_POINTER_WRITE)

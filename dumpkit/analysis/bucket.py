@@ -14,14 +14,15 @@ FAILURE_ID_HASH is a GUID made from MD5 over the UTF-16LE text ``"km:" + bucket.
 from __future__ import annotations
 
 import hashlib
+import re
 import uuid
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Sequence, Tuple
 
 from .analyzers import Facts, base_code as _base_code, evaluate
 
 __all__ = [
     "failure_id_hash", "bucket_class", "failure_bucket_id", "followup_text", "base_code", "is_access_violation_code",
-    "FAST_FAIL_NAMES", "STATUS_ACCESS_VIOLATION", "bucket_safe",
+    "FAST_FAIL_NAMES", "STATUS_ACCESS_VIOLATION", "bucket_safe", "memory_operand",
 ]
 
 STATUS_ACCESS_VIOLATION = 0xC0000005
@@ -92,6 +93,48 @@ def bucket_safe(text: str) -> str:
     """``text`` as it appears in a FAILURE_BUCKET_ID: ``~``, ``<``, ``>``, blanks, quotes, backslashes and commas
     become ``_``."""
     return text.translate(_BUCKET_UNSAFE)
+
+
+_MEM_OPERAND_RE = re.compile(r"\[([^\[\]]{1,80})\]")
+_OPERAND_TERM_RE = re.compile(r"[+-]?[^+-]+")
+_REG_NAME_RE = re.compile(r"^(?:[re]?(?:ax|bx|cx|dx|si|di|sp|bp)|r(?:8|9|1[0-5])[dwb]?)$")
+
+
+def memory_operand(text: Optional[str], registers: Any) -> Optional[Tuple[bool, bool]]:
+    """The faulting instruction's memory operand, as the user-mode pointer class needs it:
+    ``(null_register, displacement)`` -- whether a register used unscaled in ``[...]`` (the base, or an index
+    with scale 1) holds 0, and whether the operand has a constant displacement.  None when the operand or a
+    register value is unknown.  ``mov rdi,qword ptr [rcx+50h]`` with rcx = 0 -> ``(True, True)``."""
+    if not text or registers is None:
+        return None
+    m = _MEM_OPERAND_RE.search(text)
+    if not m or text[:m.start()].rstrip().endswith(":"):
+        return None                 # no memory operand, or a segment-relative one (fs:[30h]: the TEB)
+    null = disp = False
+    for term in _OPERAND_TERM_RE.findall(m.group(1).replace(" ", "")):
+        t = term.lstrip("+-").lower()
+        if not t:
+            continue
+        if "*" in t:
+            reg, _, scale = t.partition("*")
+            if not _REG_NAME_RE.match(reg):
+                return None
+            if scale != "1":
+                continue            # a scaled index is an offset, never the pointer
+            t = reg
+        if _REG_NAME_RE.match(t):
+            try:
+                v = registers.get(t)
+            except Exception:  # a context that cannot answer: the operand is unknown
+                return None
+            if v is None:
+                return None
+            null = null or int(v) == 0
+        elif re.fullmatch(r"(?:0x)?[0-9a-f]{1,16}h?", t):
+            disp = disp or int(t.rstrip("h").replace("0x", "") or "0", 16) != 0
+        else:
+            return None             # a segment prefix or a symbol: not a plain base+index+displacement
+    return null, disp
 
 
 def followup_text(module: Optional[str], symbol: Optional[str]) -> str:

@@ -25,8 +25,8 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 from dumpkit.errors import DumpWarning
 from dumpkit.model import Context, Frame, Module, ModuleList, Stack
 
-from .bucket import (EXCEPTION_CODES, STATUS_ACCESS_VIOLATION, base_code, bucket_safe, failure_bucket_id, failure_id_hash,
-                     is_access_violation_code)
+from .bucket import (EXCEPTION_CODES, STATUS_ACCESS_VIOLATION, base_code, bucket_safe, failure_bucket_id,
+                     failure_id_hash, is_access_violation_code, memory_operand)
 from .fault import FaultInfo, explain_fault
 
 __all__ = ["SCHEMA_VERSION", "Analysis", "Culprit", "Victim", "analyze_parts", "analyze_text", "infer_bugcheck"]
@@ -746,7 +746,8 @@ def analyze_parts(bugcheck_code: Optional[int], parameters: Sequence[int], frame
             addr = exc.get("parameter2", exc.get("memory_address"))
             verdict_um = _ev(_F(code=None, exception_code=exc.get("code"), access=exc.get("memory_access") or (
                 {0: "read", 1: "write", 8: "execute"}.get(exc.get("parameter1", -1))), usermode=True,
-                address=addr, followup_image=fimg, followup=fimg, fields=fields, kb=kb), table)
+                address=addr, followup_image=fimg, followup=fimg, fields=fields, kb=kb,
+                operand=memory_operand(getattr(fault_disasm, "text", None), context)), table)
             bucket = verdict_um.bucket
         elif code is None or table is None:
             bucket = failure_bucket_id(code, params, fmod, fsym, **kw)

@@ -546,9 +546,9 @@ def _finish(pt: ParsedText, st: _State) -> None:
     if pt.chkimg_errors and "MEMORY_CORRUPTOR" not in f and sum(pt.chkimg_errors.values()) >= CHKIMG_LARGE:
         f["MEMORY_CORRUPTOR"] = "LARGE"
 
-    # the file names of images the input names (WATSON_BKT_MODULE, symbol/checksum warnings): IMAGE_NAME keeps
+    # the file names of images the input names (WATSON_BKT_MODULE, the process, symbol/checksum warnings): IMAGE_NAME keeps
     # the file's own name (Flash.ocx, fastrtps-2.6.dll) where the module name is the stem with '_' for '-' and '.'
-    named = [f["WATSON_BKT_MODULE"]] if f.get("WATSON_BKT_MODULE") else []
+    named = [f[k].split()[0] for k in ("WATSON_BKT_MODULE", "PROCESS_NAME") if f.get(k, "").split()]
     for w in pt.warnings:
         wm = _IMAGE_WARN_RE.search(w)
         if wm:
