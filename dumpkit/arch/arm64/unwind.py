@@ -24,13 +24,13 @@ from __future__ import annotations
 import struct
 from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
 
+from .._common import UnwindMemory
 from ...errors import DumpError, ImageError, UnwindError
 
 MASK64 = 0xFFFFFFFFFFFFFFFF
 MAX_CODE_BYTES = 31 * 4 + 255 * 4        # CodeWords <= 255 with the extension word
 MAX_EPILOGS = 0x10000
 _U32 = struct.Struct("<I")
-_Q = struct.Struct("<Q")
 
 ReadFn = Callable[[int, int], bytes]
 
@@ -367,24 +367,7 @@ class UnwindStep(NamedTuple):
     where: str                           # 'body', 'prolog', 'epilog', 'leaf'
 
 
-class _Mem:
-    __slots__ = ("read",)
-
-    def __init__(self, read: ReadFn) -> None:
-        self.read = read
-
-    def u64(self, va: int) -> int:
-        va &= MASK64
-        try:
-            data = self.read(va, 8)
-        except DumpError as exc:
-            raise UnwindError(f"cannot read stack at {va:#x}: {exc.message}", offset=va) from None
-        if data is None or len(data) != 8:
-            raise UnwindError(f"short read at {va:#x}", offset=va, expected="8 bytes")
-        return _Q.unpack(data)[0]
-
-
-def execute(ops, regs: Dict[str, int], mem: _Mem) -> Tuple[Dict[str, int], List[str], bool]:
+def execute(ops, regs: Dict[str, int], mem: UnwindMemory) -> Tuple[Dict[str, int], List[str], bool]:
     """Undo ``ops`` (in list order) on a copy of ``regs``; (regs, restored, pc_set)."""
     new = dict(regs)
     restored: List[str] = []
@@ -444,7 +427,7 @@ def virtual_unwind(image, image_base: int, regs: Dict[str, int], read: ReadFn, *
         return None
     rec = record_for(image, f.begin, f.unwind_rva)
     off = rva - rec.begin
-    mem = _Mem(read)
+    mem = UnwindMemory(read)
     where = "body"
     ops: Tuple[Op, ...] = rec.ops
     if exact and not rec.fragment:

@@ -21,7 +21,8 @@ from __future__ import annotations
 import struct
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
-from ...errors import DumpError, ImageError, UnwindError
+from .._common import UnwindMemory
+from ...errors import ImageError, UnwindError
 from ...model import GPR_NAMES
 from .frames import MachineFrame
 from ...pe.image import MAX_CHAIN, PEImage
@@ -32,7 +33,6 @@ from ...pe.unwindinfo import (RuntimeFunction, UnwindInfo, UWOP_ALLOC_LARGE, UWO
 MASK64 = 0xFFFFFFFFFFFFFFFF
 KTRAP_FRAME_RIP = MachineFrame.TRAP_FRAME_DELTA   # trap frame = RIP slot - delta (layout in frames.py)
 VOLATILE = ("rax", "rcx", "rdx", "r8", "r9", "r10", "r11")
-_Q = struct.Struct("<Q")
 _XMM_NAMES = tuple(f"xmm{i}" for i in range(16))
 
 ReadFn = Callable[[int, int], bytes]
@@ -50,38 +50,9 @@ class UnwindStep(NamedTuple):
     restored: Tuple[str, ...]            # registers restored from the stack (besides rip/rsp)
 
 
-class _Mem:
-    """Reads through the caller's function, turning every failure into UnwindError."""
-
-    __slots__ = ("read",)
-
-    def __init__(self, read: ReadFn) -> None:
-        self.read = read
-
-    def u64(self, va: int) -> int:
-        va &= MASK64
-        try:
-            data = self.read(va, 8)
-        except DumpError as exc:
-            raise UnwindError(f"cannot read stack at {va:#x}: {exc.message}", offset=va) from None
-        if data is None or len(data) != 8:
-            raise UnwindError(f"short read at {va:#x}", offset=va, expected="8 bytes")
-        return _Q.unpack(data)[0]
-
-    def u128(self, va: int) -> int:
-        va &= MASK64
-        try:
-            data = self.read(va, 16)
-        except DumpError as exc:
-            raise UnwindError(f"cannot read stack at {va:#x}: {exc.message}", offset=va) from None
-        if data is None or len(data) != 16:
-            raise UnwindError(f"short read at {va:#x}", offset=va, expected="16 bytes")
-        return int.from_bytes(data, "little")
-
-
 def unwind_leaf(regs: Dict[str, int], read: ReadFn) -> UnwindStep:
     """A function without unwind data: the return address is at [rsp]."""
-    mem = _Mem(read)
+    mem = UnwindMemory(read)
     new = dict(regs)
     rsp = regs["rsp"]
     new["rip"] = mem.u64(rsp)
@@ -115,7 +86,7 @@ def virtual_unwind(image: PEImage, image_base: int, regs: Dict[str, int], read: 
         raise UnwindError(f"return address {pc:#x} has no RUNTIME_FUNCTION", offset=pc,
                           expected="a function entry for a non-leaf caller")
     f, info = image.unwind_info_for(f)
-    mem = _Mem(read)
+    mem = UnwindMemory(read)
     prolog_offset = (rva - f.begin) & 0xFFFFFFFF
     fr = info.frame_register
     past_prolog = prolog_offset >= info.prolog_size or info.is_chained
@@ -201,7 +172,7 @@ def _reg(regs: Dict[str, int], n: int) -> int:
 
 # ---------------------------------------------------------------------- epilogs
 def _epilog_v1(image: PEImage, base: int, f: RuntimeFunction, info: UnwindInfo, rva: int,
-               regs: Dict[str, int], mem: _Mem) -> Optional[UnwindStep]:
+               regs: Dict[str, int], mem: UnwindMemory) -> Optional[UnwindStep]:
     """Recognise an epilog at ``rva`` from its bytes; emulate it if so."""
     try:
         code = image.read_rva(rva, min(64, image.size_of_image - rva))
@@ -304,7 +275,7 @@ def _outside_function(image: PEImage, f: RuntimeFunction, target: int) -> bool:
 
 
 def _epilog_v2(image: PEImage, f: RuntimeFunction, info: UnwindInfo, rva: int, regs: Dict[str, int],
-               mem: _Mem) -> Optional[UnwindStep]:
+               mem: UnwindMemory) -> Optional[UnwindStep]:
     """Version 2: is ``rva`` inside a described epilog?  If so emulate its pops and the ret."""
     where = None
     for start, size in epilogs_v2(info, f.end):
