@@ -12,13 +12,14 @@ from __future__ import annotations
 
 from typing import Any, Callable, List, Tuple
 
-from ..errors import CorruptDumpError, TruncatedDumpError
+from ..errors import CorruptDumpError
 from ..formats.header import DumpHeader, parse_header
 from ..formats.triage import parse_triage
 from ..io import Source
-from ..memory.physical import BitmapLayer, RunsLayer, check_data_fits
+from ..memory.physical import RunsLayer, check_data_fits
 from ..memory.sparse import triage_memory
 from . import Body, HeaderFacts
+from .bitmap import BitmapLayout, open_bitmap_body
 from .registry import BodyOpener, HeaderFormat, register_header_format, register_opener
 
 SIG_SDMP = b"SDMP"
@@ -26,6 +27,8 @@ SIG_FDMP = b"FDMP"
 SIG_DUMP = b"DUMP"
 DATA_OFFSET = 0x2000
 MAX_PFN = 1 << 40                     # 52-bit physical address space
+#: SUMMARY_DUMP64's bits follow its 64-bit RTL_BITMAP (at +0x28); the FDMP/SDMP header's at +0x38
+BITMAP64 = BitmapLayout(DATA_OFFSET, "SUMMARY_DUMP64", 0x28, MAX_PFN, "52-bit", "at most 2^40 page frames")
 
 
 def facts_of(h: DumpHeader) -> HeaderFacts:
@@ -79,42 +82,8 @@ class BitmapOpener(BodyOpener):
         return facts.dump_type in (2, 5, 6)
 
     def open(self, source: Source, h: DumpHeader, facts: HeaderFacts, warn: Callable[..., None]) -> Body:
-        src = source
-        sig = src.read_partial(DATA_OFFSET, 8)
-        if len(sig) < 8:
-            raise TruncatedDumpError(f"truncated at offset {src.size:#x}: the bitmap header at 0x2000 is missing",
-                                     path=src.path, offset=DATA_OFFSET, expected="'SDMP'/'FDMP' + 'DUMP'")
-        if sig[:4] not in (SIG_SDMP, SIG_FDMP) or sig[4:8] != SIG_DUMP:
-            raise CorruptDumpError(f"bitmap header signature is {sig!r}", path=src.path, offset=DATA_OFFSET,
-                                   expected="'SDMPDUMP' or 'FDMPDUMP'")
-        old = facts.dump_type == 2                      # old SUMMARY_DUMP64: 32-bit fields
-        if old:
-            first = src.u32(0x200C, "SUMMARY_DUMP64.HeaderSize")
-            bits = src.u32(0x2010, "SUMMARY_DUMP64.BitmapSize")
-            pages = src.u32(0x2014, "SUMMARY_DUMP64.Pages")
-            bm_off = 0x2028
-        else:
-            first = src.u64(0x2020, "bitmap FirstPage")
-            pages = src.u64(0x2028, "bitmap TotalPresentPages")
-            bits = src.u64(0x2030, "bitmap size in bits")
-            bm_off = 0x2038
-        if bits > MAX_PFN:
-            raise CorruptDumpError(f"bitmap of {bits:#x} bits is beyond the 52-bit physical address space",
-                                   path=src.path, offset=0x2010 if old else 0x2030,
-                                   expected="at most 2^40 page frames")
-        need = bm_off + (bits + 7) // 8
-        if need > src.size:
-            have_bits = max(0, (src.size - bm_off) * 8)
-            warn(f"truncated at offset {src.size:#x}: the page bitmap needs {need:#x} bytes; "
-                 f"only the first {have_bits:,} page frames can be mapped")
-            bits = have_bits
-        if first < need and bits:
-            raise CorruptDumpError(f"first page offset {first:#x} overlaps the bitmap (ends at {need:#x})",
-                                   path=src.path, offset=0x200C if old else 0x2020,
-                                   expected=f"an offset >= {need:#x}")
-        physical = BitmapLayer(src, bm_off, bits, first, expected_pages=pages, warn=warn)
-        check_data_fits(src, first, physical.page_count, "the bitmap's pages", warn=warn)
-        return Body(physical=physical, facts={"bitmap_signature": sig[:4].decode()})
+        physical, sig = open_bitmap_body(source, BITMAP64, facts.dump_type, warn)
+        return Body(physical=physical, facts={"bitmap_signature": sig})
 
 
 class TriageOpener(BodyOpener):

@@ -16,13 +16,14 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
 
-from ...errors import CorruptDumpError, DumpWarning, TranslationError, TruncatedDumpError
+from ...errors import CorruptDumpError, DumpWarning, TranslationError
 from ...formats.header32 import DATA_OFFSET32, DumpHeader32, parse_header32
 from ...formats.triage import TriageDump
 from ...formats.triage32 import parse_triage32
 from ...io import Source
-from ...memory.physical import BitmapLayer, PhysicalLayer, RunsLayer, check_data_fits
+from ...memory.physical import PhysicalLayer, RunsLayer, check_data_fits
 from ...memory.sparse import SparseMemory, triage_memory
+from ...target.bitmap import BitmapLayout, open_bitmap_body
 from .paging import X86Translator
 
 MAX_PFN32 = 1 << 24              # PAE: 36-bit physical addresses (64 GiB) = 2^24 page frames
@@ -124,39 +125,11 @@ def open_pagedump(src: Source) -> X86DumpParts:
     return parts
 
 
+#: SUMMARY_DUMP32's bits follow its 32-bit RTL_BITMAP (at +0x20); the FDMP/SDMP header's at +0x38
+BITMAP32 = BitmapLayout(DATA_OFFSET32, "SUMMARY_DUMP32", 0x20, MAX_PFN32, "36-bit x86",
+                        f"at most {MAX_PFN32:#x} page frames")
+
+
 def bitmap_body32(src: Source, hdr: DumpHeader32, warn: Callable[[str], None]) -> Tuple[PhysicalLayer, str]:
     """DumpTypes 2 (SUMMARY_DUMP32) and 5/6 (the FDMP/SDMP header): the page bitmap at 0x1000."""
-    base = DATA_OFFSET32
-    sig = src.read_partial(base, 8)
-    if len(sig) < 8:
-        raise TruncatedDumpError(f"truncated at offset {src.size:#x}: the bitmap header at {base:#x} is missing",
-                                 path=src.path, offset=base, expected="'SDMP'/'FDMP' + 'DUMP'")
-    if sig[:4] not in (b"SDMP", b"FDMP") or sig[4:] != b"DUMP":
-        raise CorruptDumpError(f"bitmap header signature is {sig!r}", path=src.path, offset=base,
-                               expected="'SDMPDUMP' or 'FDMPDUMP'")
-    if hdr.dump_type == 2:                  # SUMMARY_DUMP32: u32 fields, RTL_BITMAP32, bits at +0x20
-        first = src.u32(base + 0xC, "SUMMARY_DUMP32.HeaderSize")
-        bits = src.u32(base + 0x10, "SUMMARY_DUMP32.BitmapSize")
-        pages = src.u32(base + 0x14, "SUMMARY_DUMP32.Pages")
-        bm_off, bits_at = base + 0x20, base + 0x10
-    else:
-        first = src.u64(base + 0x20, "bitmap FirstPage")
-        pages = src.u64(base + 0x28, "bitmap TotalPresentPages")
-        bits = src.u64(base + 0x30, "bitmap size in bits")
-        bm_off, bits_at = base + 0x38, base + 0x30
-    if bits > MAX_PFN32:
-        raise CorruptDumpError(f"bitmap of {bits:#x} bits is beyond the 36-bit x86 physical address space",
-                               path=src.path, offset=bits_at, expected=f"at most {MAX_PFN32:#x} page frames")
-    need = bm_off + (bits + 7) // 8
-    if need > src.size:
-        have = max(0, (src.size - bm_off) * 8)
-        warn(f"truncated at offset {src.size:#x}: the page bitmap needs {need:#x} bytes; "
-             f"only the first {have:,} page frames can be mapped")
-        bits = have
-    if first < need and bits:
-        raise CorruptDumpError(f"first page offset {first:#x} overlaps the bitmap (ends at {need:#x})",
-                               path=src.path, offset=base + (0xC if hdr.dump_type == 2 else 0x20),
-                               expected=f"an offset >= {need:#x}")
-    physical = BitmapLayer(src, bm_off, bits, first, expected_pages=pages)
-    check_data_fits(src, first, physical.page_count, "the bitmap's pages")
-    return physical, sig[:4].decode()
+    return open_bitmap_body(src, BITMAP32, hdr.dump_type, warn)
