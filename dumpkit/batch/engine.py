@@ -14,7 +14,6 @@ import itertools
 import logging
 import os
 import shutil
-import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from typing import IO, Any, Dict, List, Optional, Sequence, Tuple, Union
 from . import BatchError, require
 from .inputs import Input, StatCache, Walker, count_candidates
 from .rows import STATUSES, empty_row
+from ..statusline import StatusLine
 from .sandbox import DEFAULT_MEMORY_LIMIT, DEFAULT_TIME_LIMIT
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -86,20 +86,13 @@ def _schema_version() -> str:
     return SCHEMA_VERSION
 
 
-class _Progress:
+class _Progress(StatusLine):
     """``batch 120/200  35.2/s  2 errors  eta 2s`` on a terminal (stderr); nothing in a pipe."""
 
     def __init__(self, enabled: Optional[bool], stream: Optional[IO[str]] = None) -> None:
-        self.stream = stream or sys.stderr
-        if enabled is None:
-            try:
-                enabled = bool(self.stream.isatty())
-            except (AttributeError, ValueError):
-                enabled = False
-        self.enabled = enabled
+        super().__init__(stream, enabled)
         self.t0 = time.monotonic()
         self._last = 0.0
-        self._drawn = False
 
     def update(self, done: int, total: int, analysed: int, failed: int, timeouts: int, force: bool = False) -> None:
         if not self.enabled:
@@ -112,23 +105,9 @@ class _Progress:
         rate = analysed / el
         left = max(total - done, 0)
         eta = f"eta {left / rate:.0f}s" if rate > 0 and left else ("eta -" if left else "")
-        line = (f"batch {done}/{total}  {rate:.1f}/s  {failed} error{'s' if failed != 1 else ''}"
-                + (f"  {timeouts} timeout{'s' if timeouts != 1 else ''}" if timeouts else "") + f"  {eta}")
-        try:
-            width = shutil.get_terminal_size((80, 20)).columns
-            self.stream.write("\r" + line[: width - 1].ljust(min(width - 1, 79)))
-            self.stream.flush()
-            self._drawn = True
-        except (OSError, ValueError):
-            self.enabled = False
-
-    def close(self) -> None:
-        if self.enabled and self._drawn:
-            try:
-                self.stream.write("\r" + " " * 79 + "\r")
-                self.stream.flush()
-            except (OSError, ValueError):
-                pass
+        self.show(f"batch {done}/{total}  {rate:.1f}/s  {failed} error{'s' if failed != 1 else ''}"
+                  + (f"  {timeouts} timeout{'s' if timeouts != 1 else ''}" if timeouts else "") + f"  {eta}",
+                  pad=79)
 
 
 class _Lock:

@@ -1,13 +1,13 @@
 """A dependency-free progress bar for long scans: drawn on a terminal only, never in a pipe."""
 from __future__ import annotations
 
-import shutil
-import sys
 import time
 from typing import IO, Callable, Optional
 
+from ..statusline import StatusLine, terminal_width
 
-class Progress:
+
+class Progress(StatusLine):
     """``[#######.......]  42%  3.1 GiB/7.4 GiB  1.8 GB/s  eta 2s`` on ``stream`` (stderr).
 
     Disabled (every call a no-op) unless ``stream`` is a terminal and ``enabled`` is true;
@@ -16,13 +16,8 @@ class Progress:
 
     def __init__(self, total: int, *, stream: Optional[IO[str]] = None, enabled: Optional[bool] = None,
                  label: str = "scan", rate: float = 10.0, clock: Callable[[], float] = time.perf_counter) -> None:
-        self.stream = stream if stream is not None else sys.stderr
-        if enabled is None:
-            try:
-                enabled = bool(self.stream.isatty())
-            except (AttributeError, ValueError):
-                enabled = False
-        self.enabled = enabled and total > 0
+        super().__init__(stream, enabled)
+        self.enabled = self.enabled and total > 0
         self.total = total
         self.done = 0
         self.label = label
@@ -30,7 +25,6 @@ class Progress:
         self.start = clock()
         self._interval = 1.0 / rate
         self._last = 0.0
-        self._drawn = False
         # the speed is measured from the first update on (opening and indexing are not part of
         # it), and over the last few seconds once there are some, so the ETA is sane from the
         # first frame and follows a scan that speeds up (cached part) or slows down (cold part)
@@ -68,7 +62,7 @@ class Progress:
         return (self.done - d0) / (now - t0)
 
     def _draw(self, now: float) -> None:
-        width = shutil.get_terminal_size((80, 20)).columns
+        width = terminal_width()
         frac = min(1.0, self.done / self.total) if self.total else 1.0
         speed = self.speed(now)
         if speed:
@@ -79,30 +73,7 @@ class Progress:
         tail = f" {frac * 100:3.0f}%  {_gib(self.done)}/{_gib(self.total)}  {rate}"
         bar_w = max(10, min(40, width - len(self.label) - len(tail) - 5))
         fill = int(bar_w * frac)
-        line = f"{self.label} [{'#' * fill}{'.' * (bar_w - fill)}]{tail}"
-        try:
-            self.stream.write("\r" + line[: width - 1])
-            self.stream.flush()
-            self._drawn = True
-        except (OSError, ValueError):
-            self.enabled = False
-
-    def close(self) -> None:
-        """Erase the bar so the report starts on a clean line."""
-        if self.enabled and self._drawn:
-            width = shutil.get_terminal_size((80, 20)).columns
-            try:
-                self.stream.write("\r" + " " * (width - 1) + "\r")
-                self.stream.flush()
-            except (OSError, ValueError):
-                pass
-        self._drawn = False
-
-    def __enter__(self) -> "Progress":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+        self.show(f"{self.label} [{'#' * fill}{'.' * (bar_w - fill)}]{tail}")
 
 
 def _duration(s: float) -> str:
@@ -119,24 +90,17 @@ def _gib(n: float) -> str:
     return f"{n / (1 << 20):.0f} MiB"
 
 
-class DownloadProgress:
+class DownloadProgress(StatusLine):
     """``symbols: downloading ntkrnlmp.pdb from msdl.microsoft.com (12 done, 3 unreachable, 14 s)`` on
     stderr while symbol-server requests run, on a terminal only; erased when done.
 
     A context manager: it listens to :data:`dumpkit.symbolize.store.FETCH_LISTENERS`."""
 
     def __init__(self, stream: Optional[IO[str]] = None, enabled: Optional[bool] = None) -> None:
-        self.stream = stream if stream is not None else sys.stderr
-        if enabled is None:
-            try:
-                enabled = bool(self.stream.isatty())
-            except (AttributeError, ValueError):
-                enabled = False
-        self.enabled = enabled
+        super().__init__(stream, enabled)
         self.done = 0
         self.failed = 0
         self.start = time.perf_counter()
-        self._drawn = False
 
     def __call__(self, event: str, url: str, name: str, status: str) -> None:
         if event == "end":
@@ -149,14 +113,8 @@ class DownloadProgress:
         host = url.split("//", 1)[-1].split("/", 1)[0]
         secs = time.perf_counter() - self.start
         done = f"{self.done} done" + (f", {self.failed} unreachable" if self.failed else "")
-        line = f"symbols: {done}; downloading {name} from {host} ({secs:.0f} s; --offline skips servers)"
-        width = shutil.get_terminal_size((80, 20)).columns
-        try:
-            self.stream.write("\r" + line[: width - 1].ljust(width - 1))
-            self.stream.flush()
-            self._drawn = True
-        except (OSError, ValueError):
-            self.enabled = False
+        self.show(f"symbols: {done}; downloading {name} from {host} ({secs:.0f} s; --offline skips servers)",
+                  pad=1 << 16)
 
     def __enter__(self) -> "DownloadProgress":
         from ..symbolize.store import FETCH_LISTENERS
@@ -169,10 +127,4 @@ class DownloadProgress:
             FETCH_LISTENERS.remove(self)
         except ValueError:
             pass
-        if self._drawn:
-            width = shutil.get_terminal_size((80, 20)).columns
-            try:
-                self.stream.write("\r" + " " * (width - 1) + "\r")
-                self.stream.flush()
-            except (OSError, ValueError):
-                pass
+        self.close()
