@@ -413,3 +413,15 @@ def test_done_when_real_dumps_through_the_cli(tmp_path):
                            capture_output=True, text=True, timeout=120)
     assert shown.returncode == 0 and "AV_amdppm!unknown_function" in shown.stdout
     assert "AV_lwfmgr!unknown_function" in shown.stdout
+
+
+def test_text_input_row_takes_the_culprit_version_from_its_lmv_block(tmp_path):
+    """The lmv 'File version' of the culprit reaches the row (from the analysis, parsed once)."""
+    from dumpkit.batch.sandbox import analyse_job
+    lmv = ("\n0: kd> lmv m lwfmgr\nstart             end                 module name\n"
+           "fffff804`1c7d0000 fffff804`1c7e2000   lwfmgr     (deferred)\n"
+           "    Image name: lwfmgr.sys\n    File version:     2.4.1.7\n    CompanyName:      Example Corp\n")
+    p = tmp_path / "case2.txt"
+    p.write_bytes((ROOT / "tests/data/text/case2_stack.txt").read_bytes() + lmv.encode())
+    row = analyse_job({"path": str(p), "source": str(p), "kind": "text"})
+    assert row["culprit"] == "lwfmgr.sys" and row["culprit_version"] == "2.4.1.7"

@@ -139,6 +139,7 @@ class Analysis:
     correlations: List[Any] = field(default_factory=list)      # dumpkit.logs.Correlation, when logs were given
     log_findings: Any = None                                   # dumpkit.logs.LogFindings, when logs were given
     crash_time: Optional[datetime] = None                      # from a dump header (aware, UTC)
+    module_versions: Dict[str, Dict[str, str]] = field(default_factory=dict)  # lmv fields by module (text input)
     uptime: Optional[timedelta] = None                         # from a dump header
     os_build: Optional[int] = None                             # from a dump header or pasted text
     culprit_image: Any = None                                  # facts.CulpritImage (lmvm of the culprit)
@@ -1051,6 +1052,7 @@ def analyze_text(text: Union[str, bytes], *, kb: Any = None, rules: Any = None,
         labels=_labels(pt), processors=_processors(f), av_region=av_region, user_mode=pt.user_mode,
         image_files=pt.image_files)
     a.reported = {k: f[k] for k in _CONCLUSIONS if k in f and f[k]}
+    a.module_versions = pt.module_versions
     if "Failure.Bucket" in pt.key_values:
         a.reported.setdefault("FAILURE_BUCKET_ID", pt.key_values["Failure.Bucket"])
     if "Failure.Hash" in pt.key_values:

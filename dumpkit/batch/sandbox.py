@@ -129,14 +129,8 @@ def analyse_job(job: Dict[str, Any]) -> Dict[str, Any]:
                         row["incomplete_reasons"] = "; ".join(x for x in (row.get("incomplete_reasons"), why) if x)
                 else:
                     a = analyze(src, symbol_path, logs=logs)
-                    versions = {}
-                    try:
-                        from ..text import parse_text
-                        with open(src, "rb") as f:
-                            versions = parse_text(f.read(16 << 20)).module_versions
-                    except Exception:  # noqa: BLE001 - versions are a bonus
-                        versions = {}
-                    fill_from_analysis(row, a, module_versions=versions)
+                    # the lmv versions the text parse found travel with the analysis (no second parse)
+                    fill_from_analysis(row, a, module_versions=getattr(a, "module_versions", None) or {})
     except DumpError as e:
         row.update(status="error", error=str(e)[:2000], error_type=type(e).__name__)
     except MemoryError:
