@@ -28,6 +28,13 @@ from .arch import x64 as _x64  # noqa: F401  - the x64 architecture (its transla
 __all__ = ["Dump", "Bugcheck", "open"]
 
 
+def _bugcheck_name(code: int) -> Optional[str]:
+    """The knowledge base's name of a bug check (the kernel layer is given this; it cannot import analysis)."""
+    from .analysis.kb import KnowledgeBase        # knowledge base data (symbols/)
+    info = KnowledgeBase.load().bugcheck(code)
+    return info.name if info else None
+
+
 class Dump:
     """A Windows kernel crash dump (full, kernel, bitmap or triage; x64 or ARM64).
 
@@ -46,7 +53,7 @@ class Dump:
         self.dump_type: str = target.facts.dump_type_name
         self.triage: Optional[TriageDump] = target.triage
         self.bitmap_signature: Optional[str] = target.body.facts.get("bitmap_signature")
-        self._kernel = Kernel(target)
+        self._kernel = Kernel(target, bugcheck_namer=_bugcheck_name)
         self.bugcheck: Bugcheck = self._kernel.bugcheck
         mem = target.memory
         self._memory = mem

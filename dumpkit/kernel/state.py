@@ -9,7 +9,7 @@ warnings sink).  ``Dump`` holds one Kernel and delegates its kernel-state proper
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple
 
 from ..errors import MemoryReadError
 from ..model import Context, ModuleList
@@ -18,32 +18,29 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..target import Target
 
 
-def _bugcheck_name(code: int) -> Optional[str]:
-    try:
-        from ..analysis.kb import KnowledgeBase   # knowledge base data (symbols/); optional here
-        info = KnowledgeBase.load().bugcheck(code)
-        return info.name if info else None
-    except Exception:  # noqa: BLE001 - a name is a nicety; never fail opening a dump for it
-        return None
-
-
 class Bugcheck:
     """The bug check: code (as stored, with the 0x10000000 '_M' bit), name, four parameters.
 
-    The name comes from the knowledge base, looked up on first use (opening stays cheap).
+    The name is looked up on first use (opening stays cheap) by ``namer``, which the layer
+    above passes in (``dumpkit.Dump`` gives the knowledge base's); without one it is None.
     """
 
     _UNSET = object()
 
-    def __init__(self, code: int, parameters: Tuple[int, ...], name=_UNSET) -> None:
+    def __init__(self, code: int, parameters: Tuple[int, ...], name=_UNSET,
+                 namer: Optional[Callable[[int], Optional[str]]] = None) -> None:
         self.code = code
         self.parameters = tuple(parameters)
         self._name = name
+        self._namer = namer
 
     @property
     def name(self) -> Optional[str]:
         if self._name is Bugcheck._UNSET:
-            self._name = _bugcheck_name(self.code)
+            try:
+                self._name = self._namer(self.code) if self._namer is not None else None
+            except Exception:  # noqa: BLE001 - a name is a nicety; never fail opening a dump for it
+                self._name = None
         return self._name  # type: ignore[return-value]
 
     @property
@@ -68,7 +65,7 @@ class Bugcheck:
 class Kernel:
     """Kernel state of one target, computed lazily and cached."""
 
-    def __init__(self, target: "Target") -> None:
+    def __init__(self, target: "Target", bugcheck_namer: Optional[Callable[[int], Optional[str]]] = None) -> None:
         self.target = target
         self.memory = target.memory
         self.arch = target.arch
@@ -77,7 +74,8 @@ class Kernel:
         self.triage = target.triage
         self.source = target.source
         self.path = target.path
-        self.bugcheck = Bugcheck(target.facts.bugcheck_code, target.facts.bugcheck_parameters)
+        self.bugcheck = Bugcheck(target.facts.bugcheck_code, target.facts.bugcheck_parameters,
+                                 namer=bugcheck_namer)
         self._cache: Dict[str, Any] = {}
 
     # -- memory and warnings ---------------------------------------------------------------
