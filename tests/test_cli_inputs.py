@@ -141,7 +141,13 @@ def test_ctrl_c_during_a_scan(monkeypatch, capsys):
             time.sleep(1.0)                              # (never reached in full: the signal comes first)
 
     monkeypatch.setattr(Dump, "iter_page_batches", interrupted_after_one)
-    rc = main(["scan", str(FULL)])
+    # a terminal's Ctrl-C reaches Python's default handler; a run started in the background by a
+    # non-interactive shell (CI) inherits SIGINT ignored, so the handler is set for this test
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        rc = main(["scan", str(FULL)])
+    finally:
+        signal.signal(signal.SIGINT, previous)
     out, err = capsys.readouterr()
     assert batches == batches[:1] and batches[0] > 0
     assert rc == 130, err
