@@ -9,13 +9,14 @@ The header's ``PaeEnabled`` reaches the x86 translator as the ``pae`` paging opt
 """
 from __future__ import annotations
 
-from typing import Any, Callable, List, Tuple
+from typing import TYPE_CHECKING, Any, Callable, List, Tuple
 
-from ..arch.x86.opener import bitmap_body32, full_body32, triage_body32, truncation_warning32
-from ..formats.header32 import DumpHeader32, parse_header32
 from ..io import Source
 from . import Body, HeaderFacts
 from .registry import BodyOpener, HeaderFormat, register_header_format, register_opener
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..formats.header32 import DumpHeader32
 
 NAME = "PAGEDUMP"
 
@@ -31,6 +32,8 @@ class Header32(HeaderFormat):
         return head[:8] == b"PAGEDUMP"
 
     def parse(self, source: Source) -> Tuple[DumpHeader32, HeaderFacts, List[str]]:
+        from ..arch.x86.opener import truncation_warning32   # the x86 layouts load with the first 32-bit dump
+        from ..formats.header32 import parse_header32
         h = parse_header32(source)
         warns = list(h.warnings)
         tw = truncation_warning32(source, h)
@@ -51,6 +54,7 @@ class Full32Opener(BodyOpener):
         return facts.dump_type == 1
 
     def open(self, source: Source, h: DumpHeader32, facts: HeaderFacts, warn: Callable[..., None]) -> Body:
+        from ..arch.x86.opener import full_body32
         return Body(physical=full_body32(source, h, warn), facts=_paging(h))
 
 
@@ -62,6 +66,7 @@ class Bitmap32Opener(BodyOpener):
         return facts.dump_type in (2, 5, 6)
 
     def open(self, source: Source, h: DumpHeader32, facts: HeaderFacts, warn: Callable[..., None]) -> Body:
+        from ..arch.x86.opener import bitmap_body32
         physical, sig = bitmap_body32(source, h, warn)
         return Body(physical=physical, facts={"bitmap_signature": sig, **_paging(h)})
 
@@ -74,6 +79,7 @@ class Triage32Opener(BodyOpener):
         return facts.dump_type == 4
 
     def open(self, source: Source, h: DumpHeader32, facts: HeaderFacts, warn: Callable[..., None]) -> Body:
+        from ..arch.x86.opener import triage_body32
         sparse, t = triage_body32(source, h, warn)
         note = getattr(warn, "note", None)
         for w in t.warnings:                      # parse_triage32 has raised them as DumpWarnings already
