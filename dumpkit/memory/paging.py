@@ -41,8 +41,14 @@ class PageTranslator:
         """``size`` bytes at ``va`` across pages; errors say why a page cannot be read."""
         if size <= 0:
             return b""
-        if (va & 0xFFF) + size <= PAGE_SIZE:
-            return self._read_in_page(va, size, zero_fill)
+        if (va & 0xFFF) + size <= PAGE_SIZE:        # the common case, without a further call
+            try:
+                pa = self.translate(va)
+            except MemoryReadError:
+                if zero_fill:
+                    return bytes(size)
+                raise
+            return self.physical.read(pa, size, zero_fill)
         out = bytearray()
         cur, end = va, va + size
         while cur < end:

@@ -13,9 +13,10 @@ translates a numpy array of addresses, one Python step per 2 MiB region, not per
 from __future__ import annotations
 
 import struct
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Tuple
 
 from ...errors import MemoryReadError, MissingPageError, PagedOutError, PageNotPresentError, TranslationError
+from ...memory.paging import PageTranslator
 from ...memory.physical import PAGE_SIZE, PhysicalLayer
 
 PFN_MASK = 0x000FFFFFFFFFF000
@@ -35,12 +36,16 @@ def canonical(va: int) -> bool:
     return top == 0 or top == 0x1FFFF
 
 
-class X64Translator:
-    """Translate and read virtual memory for one address space (one DTB)."""
+class X64Translator(PageTranslator):
+    """Translate and read virtual memory for one address space (one DTB).
+
+    Reads (across pages, zero-filled on request) are :class:`~dumpkit.memory.paging.PageTranslator`'s,
+    as for the x86 and ARM64 translators; instead of its per-page cache, :meth:`translate` uses the
+    per-2 MiB-region cache of leaf tables (which :meth:`translate_many` shares).
+    """
 
     def __init__(self, physical: PhysicalLayer, dtb: int, la57: bool = False) -> None:
-        self.physical = physical
-        self.dtb = dtb & PFN_MASK
+        super().__init__(physical, dtb & PFN_MASK)
         self.la57 = la57
         self._levels = _LEVELS5 if la57 else _LEVELS4
         self._leaf: Dict[int, int] = {}         # va >> 21 -> leaf table pa, or ~pa base of a large page
@@ -195,32 +200,6 @@ class X64Translator:
             out[m] = np.where(good, pa, -1)
         out[~ok] = -1
         return out
-
-    def read(self, va: int, size: int, zero_fill: bool = False) -> bytes:
-        """``size`` bytes at ``va``; across pages; errors say why a page cannot be read."""
-        if size <= 0:
-            return b""
-        if (va & 0xFFF) + size <= PAGE_SIZE:
-            try:
-                pa = self.translate(va)
-            except MemoryReadError:
-                if zero_fill:
-                    return bytes(size)
-                raise
-            return self.physical.read(pa, size, zero_fill)
-        out = bytearray()
-        cur, end = va, va + size
-        while cur < end:
-            n = min(end - cur, PAGE_SIZE - (cur & 0xFFF))
-            out += self.read(cur, n, zero_fill)
-            cur += n
-        return bytes(out)
-
-    def try_read(self, va: int, size: int) -> Optional[bytes]:
-        try:
-            return self.read(va, size)
-        except MemoryReadError:
-            return None
 
     def __repr__(self) -> str:
         return f"<X64Translator dtb={self.dtb:#x}{' la57' if self.la57 else ''}>"
