@@ -123,3 +123,19 @@ def test_progress_eta_is_sane_from_the_first_frame():
     for shown, true in etas[1:]:
         secs = float(shown[:-1]) * {"s": 1, "m": 60, "h": 3600}[shown[-1]]
         assert abs(secs - true) <= max(1.0, 0.25 * true), (shown, true)
+
+
+def test_module_name_on_a_dump_without_modules_is_a_file_problem():
+    """`read DAMAGED.dmp nt` where the module list could not be read: exit 3 (the file), not 2 (usage)."""
+    from dumpkit.errors import CorruptDumpError
+
+    class _NoModules:
+        path = "damaged.dmp"
+        modules = ModuleList()
+        unloaded_modules = ModuleList()
+
+    with pytest.raises(CorruptDumpError, match="module list"):
+        parse_address("nt", _NoModules())
+    with pytest.raises(CliError):                 # not a name: still the command line's fault
+        parse_address("zz!x", _NoModules())
+    assert parse_address("fffff804`00001000", _NoModules()) == 0xFFFFF80400001000

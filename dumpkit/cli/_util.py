@@ -315,6 +315,9 @@ def parse_address(text: str, dump: Any = None, context: Any = None) -> int:
     return total & 0xFFFFFFFFFFFFFFFF
 
 
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_.-$")
+
+
 def _term_value(term: str, whole: str, dump: Any, context: Any) -> int:
     if term.startswith("@"):
         if context is None:
@@ -334,5 +337,11 @@ def _term_value(term: str, whole: str, dump: Any, context: Any) -> int:
         m = dump.modules.by_name(term) or dump.unloaded_modules.by_name(term)
         if m is not None:
             return m.base
+        if len(dump.modules) == 0 and _NAME_CHARS.issuperset(term.lower()):
+            # a property of the file, not of the command line: exit 3, not 2
+            from ..errors import CorruptDumpError
+            raise CorruptDumpError(f"cannot resolve {whole!r}: the dump's loaded-module list is empty or "
+                                   "unreadable", path=getattr(dump, "path", None),
+                                   hint="give a hex address instead of a module name")
     raise CliError(f"{whole!r} is not an address", hint="hex as in WinDbg (fffff804`0c800000, 0x1000), "
                    "a module name (nt, lwffilter) or module+offset")
