@@ -178,8 +178,13 @@ def _read(k: Any, va: int, size: int, what: str) -> bytes:
     return data
 
 
-def _type_word(data: bytes, off: int) -> int:
-    return int(struct.unpack_from("<h", data, off)[0])
+def _read_typed(k: Any, va: int, size: int, type_off: int, what: str, want: int, type_name: str) -> bytes:
+    """``size`` bytes of the ``what`` object at ``va``, whose Type word (at ``type_off``) must be ``want``."""
+    data = _read(k, va, size, what)
+    t = int(struct.unpack_from("<h", data, type_off)[0])
+    if t != want:
+        raise IoStructureError(f"{what} at {va:#x}: Type is {t}, not {want}", expected=f"Type {want} ({type_name})")
+    return data
 
 
 def _layout(k: Any) -> IoLayout:
@@ -194,11 +199,7 @@ def read_device_object(k: Any, va: int) -> DeviceObject:
     """The DEVICE_OBJECT at ``va`` (its Type must be IO_TYPE_DEVICE)."""
     lay = _layout(k)
     d = lay.device_object
-    data = _read(k, va, d.size, "DEVICE_OBJECT")
-    t = _type_word(data, d.type)
-    if t != IO_TYPE_DEVICE:
-        raise IoStructureError(f"DEVICE_OBJECT at {va:#x}: Type is {t}, not {IO_TYPE_DEVICE}",
-                               expected=f"Type {IO_TYPE_DEVICE} (IO_TYPE_DEVICE)")
+    data = _read_typed(k, va, d.size, d.type, "DEVICE_OBJECT", IO_TYPE_DEVICE, "IO_TYPE_DEVICE")
     p = lay.pointer
     return DeviceObject(va, p(data, d.driver_object), p(data, d.next_device), p(data, d.attached_device),
                         p(data, d.current_irp), data[d.stack_size])
@@ -208,11 +209,7 @@ def read_driver_object(k: Any, va: int) -> DriverObject:
     """The DRIVER_OBJECT at ``va`` with its DriverName (Type must be IO_TYPE_DRIVER)."""
     lay = _layout(k)
     d = lay.driver_object
-    data = _read(k, va, d.size, "DRIVER_OBJECT")
-    t = _type_word(data, d.type)
-    if t != IO_TYPE_DRIVER:
-        raise IoStructureError(f"DRIVER_OBJECT at {va:#x}: Type is {t}, not {IO_TYPE_DRIVER}",
-                               expected=f"Type {IO_TYPE_DRIVER} (IO_TYPE_DRIVER)")
+    data = _read_typed(k, va, d.size, d.type, "DRIVER_OBJECT", IO_TYPE_DRIVER, "IO_TYPE_DRIVER")
     start = lay.pointer(data, d.driver_start)
     size = int(struct.unpack_from("<I", data, d.driver_size)[0])
     length = int(struct.unpack_from("<H", data, d.driver_name)[0])
@@ -231,11 +228,7 @@ def read_irp(k: Any, va: int) -> Irp:
     """The IRP at ``va`` (Type IO_TYPE_IRP, a sane StackCount)."""
     lay = _layout(k)
     r = lay.irp
-    data = _read(k, va, r.size, "IRP")
-    t = _type_word(data, r.type)
-    if t != IO_TYPE_IRP:
-        raise IoStructureError(f"IRP at {va:#x}: Type is {t}, not {IO_TYPE_IRP}",
-                               expected=f"Type {IO_TYPE_IRP} (IO_TYPE_IRP)")
+    data = _read_typed(k, va, r.size, r.type, "IRP", IO_TYPE_IRP, "IO_TYPE_IRP")
     count = struct.unpack_from("<b", data, r.stack_count)[0]
     cur = struct.unpack_from("<b", data, r.current_location)[0]
     if not 0 < count <= _MAX_STACK:
