@@ -18,17 +18,17 @@ import re
 import uuid
 from typing import Any, Optional, Sequence, Tuple
 
+from ..kernel.roles import roles_for
 from .analyzers import Facts, base_code as _base_code, evaluate
 
 __all__ = [
     "failure_id_hash", "bucket_class", "failure_bucket_id", "followup_text", "base_code", "is_access_violation_code",
+    "is_exception_bugcheck",
     "FAST_FAIL_NAMES", "STATUS_ACCESS_VIOLATION", "bucket_safe", "memory_operand",
 ]
 
 STATUS_ACCESS_VIOLATION = 0xC0000005
 
-#: bug checks whose P1 is an exception code (the ``_M`` variants share the code's low bits)
-EXCEPTION_CODES = {0x1E, 0x7E, 0x8E, 0x3B}
 #: page-fault bug checks: always an access violation
 PAGE_FAULT_CODES = {0xA, 0xD1, 0x50}
 
@@ -69,6 +69,16 @@ def base_code(code: int) -> int:
     return _base_code(code)
 
 
+def is_exception_bugcheck(code: Optional[int]) -> bool:
+    """A bug check that reports an unhandled exception: P1 is the exception code and P2 the address that
+    raised it (0x1E, 0x7E, 0x8E, 0x3B and their 0x1000xxxx twins), as ``symbols/bugchecks.json``'s
+    parameter roles say."""
+    if code is None:
+        return False
+    r = roles_for(code)
+    return r.index("exception_code") == 1 and r.index("ip") == 2
+
+
 def is_access_violation_code(code: Optional[int], parameters: Sequence[int] = (),
                              exception_code: Optional[int] = None) -> bool:
     """True when the bug check reports an access violation / page fault."""
@@ -77,7 +87,7 @@ def is_access_violation_code(code: Optional[int], parameters: Sequence[int] = ()
     b = base_code(code)
     if b in PAGE_FAULT_CODES:
         return True
-    if b in EXCEPTION_CODES:
+    if is_exception_bugcheck(b):
         exc = exception_code if exception_code is not None else (parameters[0] if parameters else None)
         return exc is not None and (exc & 0xFFFFFFFF) == STATUS_ACCESS_VIOLATION
     return False
@@ -157,7 +167,7 @@ def _facts(code: Optional[int], parameters: Sequence[int], *, exception_code: Op
     p = list(parameters)
     b = base_code(code) if code is not None else None
     exc = exception_code
-    if exc is None and b in EXCEPTION_CODES and p:
+    if exc is None and is_exception_bugcheck(b) and p:
         exc = p[0] & 0xFFFFFFFF
     if access is None and b == 0x1E and len(p) > 2:
         access = "write" if p[2] == 1 else "execute" if p[2] == 8 else "read"

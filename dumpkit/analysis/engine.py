@@ -25,8 +25,8 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 from dumpkit.errors import DumpWarning
 from dumpkit.model import Context, Frame, Module, ModuleList, Stack
 
-from .bucket import (EXCEPTION_CODES, STATUS_ACCESS_VIOLATION, base_code, bucket_safe, failure_bucket_id,
-                     failure_id_hash, is_access_violation_code, memory_operand)
+from .bucket import (STATUS_ACCESS_VIOLATION, base_code, bucket_safe, failure_bucket_id,
+                     failure_id_hash, is_access_violation_code, is_exception_bugcheck, memory_operand)
 from .fault import FaultInfo, explain_fault
 
 __all__ = ["SCHEMA_VERSION", "Analysis", "Culprit", "Victim", "analyze_parts", "analyze_text", "infer_bugcheck"]
@@ -621,7 +621,7 @@ def analyze_parts(bugcheck_code: Optional[int], parameters: Sequence[int], frame
         notes.append(f"from the stack: {inf_why}")
     b = base_code(code) if code is not None else None
     if "code" not in exc:
-        if b in EXCEPTION_CODES and params:
+        if is_exception_bugcheck(b) and params:
             exc["code"] = params[0] & 0xFFFFFFFF
         elif inf_exc is not None:
             exc["code"] = inf_exc

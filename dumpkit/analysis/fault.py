@@ -22,7 +22,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
-from dumpkit.analysis.bucket import FAST_FAIL_NAMES, PAGE_FAULT_CODES, STATUS_ACCESS_VIOLATION, base_code
+from dumpkit.analysis.bucket import (FAST_FAIL_NAMES, PAGE_FAULT_CODES, STATUS_ACCESS_VIOLATION, base_code,
+                                    is_exception_bugcheck)
+from dumpkit.kernel.roles import roles_for
 from dumpkit.errors import DumpError
 
 __all__ = ["FaultInfo", "MemoryOperand", "DecodedInstruction", "decode_instruction", "explain_fault",
@@ -318,13 +320,8 @@ def explain_fault(*, bugcheck_code: Optional[int] = None, parameters: Sequence[i
         ip = disasm.address
     if ip is None and regs.get("rip"):
         ip = regs["rip"]
-    if ip is None and b is not None:
-        if b in (0xA, 0xD1) and p[3]:
-            ip = p[3]
-        elif b == 0x50 and p[2]:
-            ip = p[2]
-        elif b in (0x1E, 0x7E, 0x8E, 0x3B) and p[1]:
-            ip = p[1]
+    if ip is None and b is not None and (b in PAGE_FAULT_CODES or is_exception_bugcheck(b)):
+        ip = roles_for(b).value("ip", p) or None       # the catalogue's 'ip' parameter
     fi.ip = ip
     fi.symbol = symbol or (disasm.label if disasm is not None and getattr(disasm, "label", None) else None)
     if fi.symbol is None and exc.get("symbol"):
@@ -435,7 +432,7 @@ def _classify(fi: FaultInfo, b: Optional[int], p: Sequence[int], dec: Optional[D
     if gp and addr is None and computed is not None:
         fi.address = addr = computed
     if addr is None:
-        fi.kind = "access_violation" if (b in PAGE_FAULT_CODES or b in (0x1E, 0x7E, 0x8E, 0x3B) or fi.instruction
+        fi.kind = "access_violation" if (b in PAGE_FAULT_CODES or is_exception_bugcheck(b) or fi.instruction
                                          ) else "unknown"
         return
     cls = classify_address(addr, bits)
