@@ -16,7 +16,9 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))            # the checkout's dumpkit, installed or not
+sys.path.insert(0, str(ROOT / "tests"))
 
 import _agreement as A  # noqa: E402
 

@@ -13,7 +13,7 @@ the machine type, and the first registered body opener that accepts the header b
 memory.  :class:`dumpkit.Dump` is a thin facade over a Target; kernel functions take a
 :class:`dumpkit.kernel.state.Kernel` (the target plus kernel caches), never a Dump.
 
-See /work/coord/target-model.md (and docs/architecture.md) for adding an architecture or a
+See docs/architectures.md ("Adding an architecture") for adding an architecture or a
 format opener.
 """
 from __future__ import annotations
