@@ -425,3 +425,33 @@ def test_text_input_row_takes_the_culprit_version_from_its_lmv_block(tmp_path):
     p.write_bytes((ROOT / "tests/data/text/case2_stack.txt").read_bytes() + lmv.encode())
     row = analyse_job({"path": str(p), "source": str(p), "kind": "text"})
     assert row["culprit"] == "lwfmgr.sys" and row["culprit_version"] == "2.4.1.7"
+
+
+def test_symbol_timeout_bounds_each_input_against_a_silent_server(tmp_path, monkeypatch):
+    """--symbol-timeout reaches the worker: a symbol server that accepts and never answers costs one input
+    about the timeout (not the 10 s socket default per request), and the input still gets its row."""
+    import time
+
+    from dumpkit.batch.sandbox import _symbol_path, analyse_job
+    from dumpkit.symbolize import SymbolPath
+
+    from .test_symbols_hostile_server import HostileServer, _silent
+
+    monkeypatch.delenv("DUMPKIT_OFFLINE", raising=False)
+    assert _symbol_path({"symbol_path": "C:\\sym"}) == "C:\\sym"            # no limits: the text as given
+    monkeypatch.setenv("_NT_SYMBOL_PATH", str(tmp_path / "envstore"))
+    sp = _symbol_path({"symbol_path": None, "symbol_budget": 7.0})
+    assert isinstance(sp, SymbolPath) and sp.text == str(tmp_path / "envstore") and sp.budget.seconds == 7.0
+    srv = HostileServer(_silent)
+    try:
+        sample = ROOT / "fixtures" / "samples" / "case2_lwfmgr.dmp"
+        job = {"path": str(sample), "source": str(sample), "kind": "dump",
+               "symbol_path": f"srv*{tmp_path / 'cache'}*{srv.url}", "symbol_timeout": 0.5}
+        t0 = time.monotonic()
+        row = analyse_job(job)
+        elapsed = time.monotonic() - t0
+    finally:
+        srv.close()
+    assert srv.connections >= 1                      # the server was really asked, then given up on
+    assert elapsed < 8.0, elapsed
+    assert row["status"] in ("ok", "incomplete") and row["failure_bucket_id"]

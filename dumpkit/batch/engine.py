@@ -184,8 +184,8 @@ def _connect(workers: Optional[int], scheduler: Any, memory_limit: Optional[int]
 
 
 def run(inputs: Union[PathLike, Sequence[PathLike]], out: PathLike, *, workers: Optional[int] = None,
-        scheduler: Any = None, symbol_path: Any = None, logs: Optional[PathLike] = None,
-        time_limit: float = DEFAULT_TIME_LIMIT, memory_limit: Optional[int] = None, retry_failed: bool = False,
+        scheduler: Any = None, symbol_path: Any = None, symbol_timeout: Optional[float] = None,
+        symbol_budget: Optional[float] = None, logs: Optional[PathLike] = None, time_limit: float = DEFAULT_TIME_LIMIT, memory_limit: Optional[int] = None, retry_failed: bool = False,
         progress: Optional[bool] = None) -> BatchResult:
     """Analyse every crash input under ``inputs`` into ``<out>/results.parquet``.
 
@@ -193,7 +193,9 @@ def run(inputs: Union[PathLike, Sequence[PathLike]], out: PathLike, *, workers: 
     ``workers``: processes of the local cluster (default: one per CPU); ``scheduler``: the
     address of an existing ``dask.distributed`` scheduler (``tcp://host:8786``), or a
     ``distributed.Client``, instead.  ``symbol_path`` and ``logs`` are handed to
-    :func:`dumpkit.analyze` for every input.  ``time_limit`` (seconds) and ``memory_limit``
+    :func:`dumpkit.analyze` for every input (no ``symbol_path``: each worker's ``$_NT_SYMBOL_PATH``);
+    ``symbol_timeout`` / ``symbol_budget`` (seconds) bound one download and the network time
+    of one input (:meth:`dumpkit.symbolize.SymbolPath.with_limits`).  ``time_limit`` (seconds) and ``memory_limit``
     (bytes of private memory; default 4 GiB, at most the machine's memory per worker on a
     local cluster) bound each analysis.  Inputs that already have a row are skipped
     (``retry_failed=True`` analyses error and timeout rows again).  ``progress``: draw a
@@ -275,7 +277,8 @@ def run(inputs: Union[PathLike, Sequence[PathLike]], out: PathLike, *, workers: 
                 jobs = []
                 for inp in group:
                     job = inp.job()
-                    job.update(symbol_path=sym, logs=logs_path, time_limit=float(time_limit),
+                    job.update(symbol_path=sym, symbol_timeout=symbol_timeout, symbol_budget=symbol_budget,
+                               logs=logs_path, time_limit=float(time_limit),
                                memory_limit=int(mem))
                     jobs.append(job)
                 fut = client.submit(analyse_chunk, jobs, key=f"dumpkit-analyse-{group[0].sha256[:16]}-{token}",

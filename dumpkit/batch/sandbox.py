@@ -78,6 +78,19 @@ def _cpu() -> Optional[float]:
     return ru.ru_utime + ru.ru_stime
 
 
+def _symbol_path(job: Dict[str, Any]) -> Any:
+    """What the job's analysis gets as its symbol path: the text, or with ``symbol_timeout`` /
+    ``symbol_budget`` a :class:`~dumpkit.symbolize.SymbolPath` bounded by them (one per input: the
+    budget is per input, and a server one input found silent is asked again by the next)."""
+    text = job.get("symbol_path")
+    timeout, budget = job.get("symbol_timeout"), job.get("symbol_budget")
+    if timeout is None and budget is None:
+        return text
+    from ..symbolize import SymbolPath
+    return SymbolPath.with_limits(os.environ.get("_NT_SYMBOL_PATH", "") if text is None else text,
+                                  max_time=timeout, budget=budget)
+
+
 def analyse_job(job: Dict[str, Any]) -> Dict[str, Any]:
     """Analyse one input in this process and return its row (never raises)."""
     import warnings
@@ -113,7 +126,7 @@ def analyse_job(job: Dict[str, Any]) -> Dict[str, Any]:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 src = job["source"]
-                symbol_path, logs = job.get("symbol_path"), job.get("logs")
+                symbol_path, logs = _symbol_path(job), job.get("logs")
                 if kind == "dump":
                     with open_dump(src) as d:
                         # what the reader said while opening the file (truncation, damaged tables): the

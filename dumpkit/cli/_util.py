@@ -73,8 +73,6 @@ def positive_int(text: str) -> int:
 
 #: the longest --symbol-timeout / --symbol-budget accepted (a day: anything longer is a typo)
 MAX_SYMBOL_SECONDS = 86400.0
-#: the socket idle timeout of a download (SymbolServer's default): --symbol-timeout only lowers it
-SYMBOL_IDLE_TIMEOUT = 10.0
 SYMBOL_ENV = {"symbol_timeout": "DUMPKIT_SYMBOL_TIMEOUT", "symbol_budget": "DUMPKIT_SYMBOL_BUDGET"}
 
 
@@ -116,12 +114,8 @@ def symbol_path_for(args: Any) -> Tuple[str, Any]:
     if timeout is None and budget is None:
         return text, args.symbol_path
     from ..symbolize import SymbolPath
-    opts: dict = {}
-    if timeout is not None:
-        opts.update(max_time=timeout, timeout=min(SYMBOL_IDLE_TIMEOUT, timeout))
-    if budget is not None:
-        opts["budget"] = budget
-    return text, SymbolPath(text, offline=True if getattr(args, "offline", False) else None, **opts)
+    return text, SymbolPath.with_limits(text, max_time=timeout, budget=budget,
+                                        offline=True if getattr(args, "offline", False) else None)
 
 
 def check_exclusive(args: Any) -> None:

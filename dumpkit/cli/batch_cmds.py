@@ -5,7 +5,7 @@ import argparse
 import os
 from typing import Callable, Dict
 
-from ._util import EXIT_BAD_INPUT, EXIT_OK, EXIT_USAGE, CliError, print_json
+from ._util import EXIT_BAD_INPUT, EXIT_OK, EXIT_USAGE, CliError, print_json, seconds
 
 
 def register(sub, commands: Dict[str, Callable], common: Callable) -> None:
@@ -24,6 +24,11 @@ def register(sub, commands: Dict[str, Callable], common: Callable) -> None:
                         "its workers must see the inputs and DIR at the same paths")
     s.add_argument("--symbol-path", "-y", metavar="PATH", default=None,
                    help="symbol/image path in _NT_SYMBOL_PATH syntax, for every input")
+    s.add_argument("--symbol-timeout", type=seconds, metavar="SECONDS", default=None,
+                   help="give up one download after SECONDS (default 120; also $DUMPKIT_SYMBOL_TIMEOUT); "
+                        "a server that times out is not asked again for that input")
+    s.add_argument("--symbol-budget", type=seconds, metavar="SECONDS", default=None,
+                   help="network time per input, all servers together (default 300; also $DUMPKIT_SYMBOL_BUDGET)")
     s.add_argument("--logs", metavar="PATH", default=None, help="setup logs to correlate with every dump")
     s.add_argument("--time-limit", type=float, default=300.0, metavar="SECONDS",
                    help="time budget per input (300); past it the row says timeout")
@@ -63,7 +68,8 @@ def cmd_batch(args: argparse.Namespace) -> int:
         raise CliError("--workers must be at least 1")
     mem = None if args.memory_limit is None else int(args.memory_limit) << 20
     r = batch.run(args.inputs, out=args.out, workers=args.workers, scheduler=args.scheduler,
-                  symbol_path=args.symbol_path, logs=args.logs, time_limit=args.time_limit, memory_limit=mem,
+                  symbol_path=args.symbol_path, symbol_timeout=args.symbol_timeout,
+                  symbol_budget=args.symbol_budget, logs=args.logs, time_limit=args.time_limit, memory_limit=mem,
                   retry_failed=args.retry_failed, progress=args.progress)
     if args.json:
         print_json(r.to_json())

@@ -39,6 +39,7 @@ from .names import check_key, check_name, compressed_name
 USER_AGENT = "Microsoft-Symbol-Server/10.0.0.0 (dumpkit)"
 DEFAULT_ORDER = ("file.ptr", "file", "compressed")
 DEFAULT_MAX_BYTES = 1 << 30           # 1 GiB: larger than any real PDB of a driver or kernel
+DEFAULT_TIMEOUT = 10.0     #: seconds a socket operation may wait (connect, each read)
 MAX_PTR_BYTES = 4096
 
 
@@ -282,7 +283,7 @@ class SymbolServer:
     as printable ASCII.
     """
 
-    def __init__(self, url: str, *, timeout: float = 10.0, retries: int = 2, backoff: float = 0.5,
+    def __init__(self, url: str, *, timeout: float = DEFAULT_TIMEOUT, retries: int = 2, backoff: float = 0.5,
                  max_backoff: float = 8.0, max_bytes: int = DEFAULT_MAX_BYTES, max_time: float = 120.0,
                  offline: Optional[bool] = None, negative_cache: Optional[NegativeCache] = None,
                  order: Sequence[str] = DEFAULT_ORDER, user_agent: str = USER_AGENT,

@@ -39,7 +39,7 @@ from .cab import CAB_MAGIC, extract_single
 from .names import (UnsafeNameError, as_guid, check_key, check_name, compressed_name, image_key,
                     pdb_key)
 from .pdb import Pdb
-from .server import DEFAULT_MAX_BYTES, NegativeCache, RunBudget, SymbolServer, network_disabled
+from .server import DEFAULT_MAX_BYTES, DEFAULT_TIMEOUT, NegativeCache, RunBudget, SymbolServer, network_disabled
 
 PDB, IMAGE = "pdb", "image"
 
@@ -455,6 +455,20 @@ class SymbolPath:
         self.last_attempts: List[Attempt] = []
         self._scratch = _Scratch()
         self._parse(text)
+
+    @classmethod
+    def with_limits(cls, text: str = "", *, max_time: Optional[float] = None, budget: Optional[float] = None,
+                    offline: Optional[bool] = None) -> "SymbolPath":
+        """A symbol path whose servers give up one download after ``max_time`` seconds (the socket idle
+        timeout lowered to it when smaller than the default 10 s) and whose lookups together spend at
+        most ``budget`` seconds on the network; None keeps the default.  The command line's
+        ``--symbol-timeout`` / ``--symbol-budget``."""
+        opts: dict = {}
+        if max_time is not None:
+            opts.update(max_time=max_time, timeout=min(DEFAULT_TIMEOUT, max_time))
+        if budget is not None:
+            opts["budget"] = budget
+        return cls(text, offline=offline, **opts)
 
     @classmethod
     def from_environment(cls, **kw) -> "SymbolPath":
