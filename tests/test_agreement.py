@@ -33,7 +33,7 @@ def _params():
 
 
 def test_corpus_size_and_coverage():
-    assert len(CASES) >= 25
+    assert len(CASES) >= 60            # issue 10: at least 60 real outputs, each with its source
     assert len(set(IDS)) == len(IDS)
     engines = {c["engine"] for c in CASES}
     assert engines == {"modern", "legacy"}
@@ -47,7 +47,8 @@ def test_known_disagreements_name_real_cases():
 @pytest.mark.parametrize("case", list(CASES), ids=IDS)
 def test_case_is_well_formed(case):
     for k in REQUIRED:
-        assert k in case, k
+        # the stack may be missing only where the pasted output elided it (and the case says so)
+        assert k in case or k == "stack" and any("stack" in n.lower() for n in case.get("notes", [])), k
     assert case["engine"] in ("modern", "legacy")
     assert case["arch"] in ("x64", "x86")
     src = case["source"]

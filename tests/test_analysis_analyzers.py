@@ -123,3 +123,23 @@ def test_cpu_vendor_from_the_kprcb(real_triage):
     assert a.failure_bucket_id == "0x124_0_AuthenticAMD__UNKNOWN_IMAGE_AuthenticAMD.sys"
     assert (a.module_name, a.image_name) == ("AuthenticAMD", "AuthenticAMD.sys")
     assert a.culprit.category == "hardware" and any("!errrec" in r for r in a.remediation)
+
+
+def test_whea_without_a_cpu_vendor_blames_no_frame():
+    """Two real 0x124 outputs (tests/data/agreement) where WinDbg names the CPU vendor (GenuineIntel) and the
+    pasted text does not: the stack (stornvme's controller reset, PSHED's bug-check call) is the path that
+    reported the machine check, so dumpkit blames no frame and says it is a hardware error."""
+    import json
+    import sys
+    from pathlib import Path
+
+    import dumpkit
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import _agreement as A
+
+    for cid in ("124_whea_genuineintel_stornvme", "124_0_mce_genuineintel_stack_only"):
+        case = json.loads((A.DATA / f"{cid}.json").read_text(encoding="utf-8"))
+        assert case["expected"]["MODULE_NAME"] == "GenuineIntel"
+        a = dumpkit.analyze(A.render(case))
+        assert a.culprit.module is None and a.culprit.category == "hardware", (cid, a.culprit)
+        assert "hardware error" in a.culprit.reason and any("WHEA" in r for r in a.remediation)

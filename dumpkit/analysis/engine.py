@@ -504,6 +504,19 @@ def _culprit_param(table: Any, facts: Any) -> Optional[int]:
     return None
 
 
+#: ``module+offset`` as WinDbg names an address without symbols (``nvlddmkm+1958210``)
+_MODULE_OFFSET = re.compile(r"([A-Za-z0-9_.$-]{1,64})\+(?:0x)?([0-9a-fA-F]{1,16})")
+
+
+def _paged_ip_label(addr: int, fields: Mapping[str, str]) -> Optional[str]:
+    """IP_IN_PAGED_CODE names the analysed IP as ``module+offset`` without printing its address (0x116:
+    P2, ``nvlddmkm+1958210``): taken as ``addr``'s label when the offset agrees with it within the page."""
+    m = _MODULE_OFFSET.fullmatch(_field_word(fields, "IP_IN_PAGED_CODE") or "")
+    if m is None or (int(m.group(2), 16) ^ addr) & 0xFFF:
+        return None
+    return f"{m.group(1)}+0x{int(m.group(2), 16):x}"
+
+
 def _module_at(addr: int, modules: ModuleList, labels: Mapping[int, str], fields: Mapping[str, str],
                warn_list: List[str], kb: Any) -> Optional[Tuple[str, str]]:
     """(module, image) of the module ``addr`` points into: the module list, else a label the input
@@ -764,6 +777,9 @@ def analyze_parts(bugcheck_code: Optional[int], parameters: Sequence[int], frame
             cp = _culprit_param(table, facts)
             plabels: Dict[int, str] = dict(labels or {})
             if cp is not None and cp <= len(params):
+                lab = None if params[cp - 1] in plabels else _paged_ip_label(params[cp - 1], fields)
+                if lab:
+                    plabels[params[cp - 1]] = lab
                 facts.param_module = _module_at(params[cp - 1], mods, plabels, fields, warn_list, kb)
                 pm = mods.find(params[cp - 1]) if len(mods) else None
                 if pm is not None and params[cp - 1] not in plabels:
@@ -802,8 +818,12 @@ def analyze_parts(bugcheck_code: Optional[int], parameters: Sequence[int], frame
     culprit_info = None
     named = verdict_an is not None and verdict_an.culprit != "followup" and bool(verdict_an.module)
     hardware = verdict_an is not None and named and verdict_an.culprit in _HARDWARE_CULPRITS
+    # the analyzer names a hardware culprit the input does not identify (0x124 with no CPU vendor in the text):
+    # the stack is the error's reporting path, so no frame on it is blamed
+    hw_unnamed = next((c.culprit for c in verdict_an.analyzer.cases if c.culprit in _HARDWARE_CULPRITS), None) \
+        if verdict_an is not None and not named else None
     fu_info = verdict(fmod) if fmod and not hardware else None
-    if named:
+    if named or hw_unnamed:
         pass
     elif fmod and (fu_info is None or getattr(fu_info, "role", "culprit") == "culprit"):
         culprit_frame, culprit_info = fframe, fu_info
@@ -835,6 +855,12 @@ def analyze_parts(bugcheck_code: Optional[int], parameters: Sequence[int], frame
                               category=getattr(hinfo, "category", None), reason=hwhy + ".",
                               in_box=getattr(hinfo, "in_box", None), service=getattr(hinfo, "service", None))
             culprit_info = hinfo
+    elif hw_unnamed:
+        culprit = Culprit(module=None, category="hardware",
+                          reason=(f"{name or 'The bug check'} reports a hardware error: "
+                                  f"{_CULPRIT_SOURCE[hw_unnamed]} is to blame, not a driver, but the input does not "
+                                  f"name it; the stack{f' ({symbol_name})' if symbol_name else ''} is the path that "
+                                  f"reported the error."))
     elif culprit_frame is not None:
         cimg = _image_for(culprit_frame.module, mods, kb, culprit_frame, utop) or culprit_frame.module
         why: List[str] = []
@@ -893,8 +919,8 @@ def analyze_parts(bugcheck_code: Optional[int], parameters: Sequence[int], frame
 
     # --- remediation ------------------------------------------------------------------------------------
     rem: List[str] = []
-    if named and verdict_an is not None:
-        for r in _HARDWARE_REMEDIATION.get(verdict_an.culprit, ()):
+    if (named or hw_unnamed) and verdict_an is not None:
+        for r in _HARDWARE_REMEDIATION.get(verdict_an.culprit if named else hw_unnamed or "", ()):
             _add(rem, r)
     if culprit_info is not None:
         for r in culprit_info.remediation:
@@ -1030,6 +1056,14 @@ def analyze_text(text: Union[str, bytes], *, kb: Any = None, rules: Any = None,
         except ValueError:
             irql = None
     stack = pt.frames
+    fi = pt.faulting_instruction
+    if not stack and fi is not None and fi.where == "FAULTING_IP" and fi.label and "!" in fi.label:
+        # no stack in the input (STACK_TEXT elided when pasted): the faulting instruction is the one frame
+        # known, the frame WinDbg's followup is when it heads the stack (0xC2/0xB: nt!ExDeleteResourceLite+199)
+        from dumpkit.text.stack import FrameLine, build_stack
+        stack = build_stack([FrameLine(index=0, child_sp=0, return_address=0, call_site=fi.label)])
+        stack[0].instruction = fi.address
+        pt.warnings.append("no stack in the input: the followup is the FAULTING_IP frame")
     if pt.faulting_instruction is not None and stack and not stack[0].instruction and stack[0].module and \
             pt.faulting_instruction.label and pt.faulting_instruction.label.split("+")[0] == \
             (f"{stack[0].module}!{stack[0].symbol}" if stack[0].symbol else stack[0].module):
