@@ -110,6 +110,12 @@ def test_bad_table_is_a_clear_error(tmp_path):
     p.write_text("schema = 1\n[[analyzer]]\ncodes = []\n")
     with pytest.raises(KnowledgeBaseError, match="codes"):
         AnalyzerTable.load(p, reload=True)
+    p.write_text('schema = 1\n[[analyzer]]\ncodes = ["0x9F"]\n[[analyzer.case]]\nbucket = "x"\nwhy = 3\n')
+    with pytest.raises(KnowledgeBaseError, match="'why' must be"):
+        AnalyzerTable.load(p, reload=True)
+    p.write_text('schema = 1\n[[analyzer]]\ncodes = ["0x9F"]\n[[analyzer.case]]\nbucket = "x"\nremediation = "do it"\n')
+    with pytest.raises(KnowledgeBaseError, match="'remediation' must be"):
+        AnalyzerTable.load(p, reload=True)
 
 
 def test_cpu_vendor_from_the_kprcb(real_triage):

@@ -58,6 +58,8 @@ class Case:
     module: Optional[str] = None
     image: Optional[str] = None
     name: str = ""
+    why: Optional[str] = None           # dumpkit's reason when no frame is to blame (culprit 'unknown')
+    remediation: Tuple[str, ...] = ()   # what to do then
 
 
 @dataclass(frozen=True)
@@ -270,8 +272,14 @@ def _case(c: Any, where: str) -> Case:
     cp = c.get("culprit_param")
     if cp is not None and cp not in (1, 2, 3, 4):
         raise AnalyzerTableError(f"{where}: culprit_param must be 1..4")
+    why = c.get("why")
+    if why is not None and (not isinstance(why, str) or not why.strip()):
+        raise AnalyzerTableError(f"{where}: 'why' must be a non-empty string")
+    rem = c.get("remediation", [])
+    if not isinstance(rem, list) or not all(isinstance(r, str) and r.strip() for r in rem):
+        raise AnalyzerTableError(f"{where}: 'remediation' must be a list of non-empty strings")
     return Case(bucket=b, when=when, culprit=cul, culprit_param=cp, module=c.get("module"), image=c.get("image"),
-                name=str(c.get("name", "")))
+                name=str(c.get("name", "")), why=why, remediation=tuple(rem))
 
 
 # ---------------------------------------------------------------------------------------------

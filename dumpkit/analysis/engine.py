@@ -470,8 +470,6 @@ _HARDWARE_REMEDIATION = {
     "cpu_vendor": ("A hardware error was reported through WHEA: read the error record (!errrec <P2> in WinDbg, or the "
                    "WHEA-Logger events), update the BIOS/firmware and CPU microcode, check cooling and power, and "
                    "remove any overclock.",),
-    "unknown": ("A processor stopped answering the clock interrupt: update the BIOS/firmware and chipset drivers, "
-                "remove any overclock, and analyse the hung processor's stack (~<P4>s; kb in WinDbg).",),
 }
 _HEX_WORD = re.compile(r"0x([0-9a-fA-F]{1,16})\b")
 
@@ -561,9 +559,8 @@ def _named_culprit(v: Any, info: Any, params: Sequence[int], fields: Mapping[str
                        reason=(f"WHEA_UNCORRECTABLE_ERROR: the processor ({v.module}) or the platform reported a "
                                f"fatal hardware error; no driver frame is to blame."))
     if v.culprit == "unknown":
-        return Culprit(module=None, category="hardware",
-                       reason=("The bug check says another processor stopped responding; the stack of the processor "
-                               "that reported it does not show the cause."))
+        return Culprit(module=None, category=None if v.case.why else "hardware",
+                       reason=v.case.why or "The stack in the input shows what reported the bug check, not its cause.")
     why = f"{v.bucket}: {_CULPRIT_SOURCE.get(v.culprit, 'the bug check')} is {v.image}"
     if info is not None:
         why += f"; {v.image} is {_describe(info)}"
@@ -920,7 +917,8 @@ def analyze_parts(bugcheck_code: Optional[int], parameters: Sequence[int], frame
     # --- remediation ------------------------------------------------------------------------------------
     rem: List[str] = []
     if (named or hw_unnamed) and verdict_an is not None:
-        for r in _HARDWARE_REMEDIATION.get(verdict_an.culprit if named else hw_unnamed or "", ()):
+        for r in verdict_an.case.remediation or _HARDWARE_REMEDIATION.get(verdict_an.culprit if named else
+                                                                          hw_unnamed or "", ()):
             _add(rem, r)
     if culprit_info is not None:
         for r in culprit_info.remediation:
