@@ -301,6 +301,8 @@ def explain_fault(*, bugcheck_code: Optional[int] = None, parameters: Sequence[i
     p = list(parameters)[:4]
     p += [0] * (4 - len(p))
     b = base_code(bugcheck_code) if bugcheck_code is not None else None
+    # the parameters' roles (symbols/bugchecks.json), used for the page-fault and exception bug checks
+    roles = roles_for(b) if b is not None and (b in PAGE_FAULT_CODES or is_exception_bugcheck(b)) else None
     exc = dict(exception or {})
     fi = FaultInfo(kind="unknown")
     regs: Dict[str, int] = {}
@@ -320,14 +322,14 @@ def explain_fault(*, bugcheck_code: Optional[int] = None, parameters: Sequence[i
         ip = disasm.address
     if ip is None and regs.get("rip"):
         ip = regs["rip"]
-    if ip is None and b is not None and (b in PAGE_FAULT_CODES or is_exception_bugcheck(b)):
-        ip = roles_for(b).value("ip", p) or None       # the catalogue's 'ip' parameter
+    if ip is None and roles is not None:
+        ip = roles.value("ip", p) or None
     fi.ip = ip
     fi.symbol = symbol or (disasm.label if disasm is not None and getattr(disasm, "label", None) else None)
     if fi.symbol is None and exc.get("symbol"):
         fi.symbol = str(exc["symbol"])
-    if irql is None and b in (0xA, 0xD1):
-        irql = p[1] & 0xFF
+    if irql is None and roles is not None and roles.index("irql"):
+        irql = (roles.value("irql", p) or 0) & 0xFF           # 0xA/0xD1: P2
     fi.irql = irql
 
     # --- the instruction ------------------------------------------------------------------------
@@ -366,9 +368,9 @@ def explain_fault(*, bugcheck_code: Optional[int] = None, parameters: Sequence[i
 
     # --- the address ------------------------------------------------------------------------------
     reported: Optional[int] = None
-    if b in (0xA, 0xD1, 0x50):
-        reported = p[0]
-        fi.sources.append("referenced address from bug check parameter 1")
+    if b in PAGE_FAULT_CODES and roles is not None and roles.index("address"):
+        reported = roles.value("address", p)
+        fi.sources.append(f"referenced address from bug check parameter {roles.index('address')}")
     elif exc.get("parameter2") is not None and exc.get("parameter2") != _GP_SENTINEL:
         reported = int(exc["parameter2"])  # type: ignore[arg-type]
     elif exc.get("memory_address") is not None and exc.get("memory_address") != _GP_SENTINEL:
