@@ -114,3 +114,23 @@ def test_cli_works_on_arm64(cmd, capsys, monkeypatch):
         assert "ntoskrnl.exe" in text
     if cmd == "analyze":
         assert "1c8" in json.dumps(doc["bugcheck"]).lower()
+
+
+def test_process_and_thread_from_the_arm64_layout(arm):
+    """The crashing thread is a System worker (frame 2 is nt!ExpWorkerThread+0x1cc, rizin's names): the
+    ARM64 22000 layout reads System, pid 4 from the triage EPROCESS copy.  Checked against the raw copies
+    with facts from expected.md, not with dumpkit's offsets: ProcessOffset 0xb9c0 holds an EPROCESS whose
+    list entry after the pid points back at the header's PsActiveProcessHead, and the ETHREAD copy at
+    ThreadOffset 0xc640 names ExpWorkerThread (frame 2 pc - 0x1cc) as its start address."""
+    raw = Path(shared_path("dumps", "triage_arm64.dmp")).read_bytes()
+
+    def u64(off: int) -> int:
+        return int.from_bytes(raw[off:off + 8], "little")
+
+    assert u64(0xB9C0 + 0x3F8) == 4 and u64(0xB9C0 + 0x408) == 0xFFFFF803F3A1D1C0
+    assert raw[0xB9C0 + 0x560:0xB9C0 + 0x567] == b"System\0"
+    assert u64(0xC640 + 0x4C0) == FRAMES[2][0] - 0x1CC
+    assert (arm.process_name, arm.process_id, arm.thread_id) == ("System", 4, u64(0xC640 + 0x4F0))
+    t = arm.thread
+    assert t.stack_limit <= FRAMES[0][1] < t.stack_base           # the crash SP lies on this thread's stack
+    assert not [w for w in arm.warnings if "process and thread" in str(w)]

@@ -1,9 +1,10 @@
-"""Per-build x64 kernel structure offsets (EPROCESS, ETHREAD, KTHREAD, KPRCB, KLDR entries).
+"""Per-build kernel structure offsets (EPROCESS, ETHREAD, KTHREAD, KPRCB, KLDR entries), per architecture.
 
 The offsets are data, in ``symbols/layouts.json`` (shipped as ``dumpkit/_kb/layouts.json``),
-each entry citing where its values come from.  :func:`layout_for_build` picks the entry for a
-dump's build: the exact build, or the nearest lower entry whose ``max_build`` still covers it
-(19044 uses the 19041 entry), and says which.  Outside every entry the answer is an honest
+each entry citing where its values come from; an entry's ``arch`` is ``x64`` unless it says
+otherwise (``arm64``).  :func:`layout_for_build` picks the entry for a dump's architecture and
+build: the exact build, or the nearest lower entry whose ``max_build`` still covers it (19044
+uses the 19041 entry), and says which.  Outside every entry the answer is an honest
 "unknown build": no offsets, and a reason the caller can pass on as a warning.
 """
 from __future__ import annotations
@@ -26,12 +27,13 @@ class Layout:
     name: str
     source: Tuple[str, ...]
     offsets: Dict[str, Dict[str, int]] = field(hash=False, compare=False)
+    arch: str = "x64"
 
     def get(self, struct: str, name: str) -> Optional[int]:
         return self.offsets.get(struct, {}).get(name)
 
     def __repr__(self) -> str:
-        return f"<Layout {self.build}-{self.max_build} {self.name!r}>"
+        return f"<Layout {self.arch} {self.build}-{self.max_build} {self.name!r}>"
 
 
 @dataclass(frozen=True)
@@ -69,19 +71,24 @@ class LayoutTable:
                 offs: Dict[str, Dict[str, int]] = {}
                 for s in _STRUCTS:
                     offs[s] = {k: int(v, 16) if isinstance(v, str) else int(v) for k, v in (e.get(s) or {}).items()}
-                out.append(Layout(build, max_build, str(e.get("name", "")), tuple(e.get("source", ())), offs))
+                arch = str(e.get("arch", "x64"))
+                out.append(Layout(build, max_build, str(e.get("name", "")), tuple(e.get("source", ())), offs, arch))
             except (KeyError, TypeError, ValueError) as exc:
                 raise DumpError(f"layout entry {i} is malformed: {exc}", path=path) from None
             if max_build < build:
                 raise DumpError(f"layout entry {i}: max_build {max_build} < build {build}", path=path)
         return cls(out, path)
 
-    def choose(self, build: Optional[int]) -> LayoutChoice:
-        """The layout for ``build``: exact, else the nearest lower entry that covers it, else None."""
+    def choose(self, build: Optional[int], arch: str = "x64") -> LayoutChoice:
+        """The ``arch`` layout for ``build``: exact, else the nearest lower entry that covers it, else None."""
         if not build:
             return LayoutChoice(0, None, False, "the dump does not give an OS build number")
+        mine = [lay for lay in self.layouts if lay.arch == arch]
+        if not mine:
+            return LayoutChoice(build, None, False, f"no {arch} structure layout is known for build {build} "
+                                                    f"(the layout table has none for {arch})")
         best = None
-        for lay in self.layouts:
+        for lay in mine:
             if lay.build <= build:
                 best = lay
         if best is not None and best.build == build:
@@ -91,9 +98,9 @@ class LayoutTable:
                                 f"build {build}: using the build {best.build} layout ({best.name}), "
                                 f"which covers {best.build}-{best.max_build}")
         known = ", ".join(str(lay.build) if lay.build == lay.max_build else f"{lay.build}-{lay.max_build}"
-                          for lay in self.layouts)
+                          for lay in mine)
         return LayoutChoice(build, None, False,
-                            f"unknown build {build}: no structure layout is known for it (known: {known})")
+                            f"unknown build {build}: no {arch} structure layout is known for it (known: {known})")
 
 
 _TABLE: Optional[LayoutTable] = None
@@ -114,9 +121,9 @@ def load_table() -> LayoutTable:
     return _TABLE
 
 
-def layout_for_build(build: Optional[int]) -> LayoutChoice:
-    """Shortcut: ``load_table().choose(build)``."""
-    return load_table().choose(build)
+def layout_for_build(build: Optional[int], arch: str = "x64") -> LayoutChoice:
+    """Shortcut: ``load_table().choose(build, arch)``."""
+    return load_table().choose(build, arch)
 
 
 def kldr_timestamp_offset(build: Optional[int]) -> int:

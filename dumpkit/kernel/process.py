@@ -218,8 +218,7 @@ def _from_memory(k: "Kernel", ch: LayoutChoice, o: dict) -> CrashThread:
         ct.notes.append("no KiProcessorBlock: " + (res.reason if k.kdbg is None else
                                                    "the KDBG has no KiProcessorBlock address"))
         return ct
-    raw = k.facts.context_record
-    rsp = int.from_bytes(raw[0x98:0xA0], "little") if len(raw) >= 0xA0 else None
+    rsp = k.arch.context_sp(k.facts.context_record) or None       # the header CONTEXT's stack pointer
     threads = []
     for cpu, prcb in prcbs:
         try:

@@ -121,13 +121,8 @@ class Kernel:
     def layout(self):
         c = self._cache
         if "layout" not in c:
-            from .layouts import LayoutChoice, layout_for_build
-            if self.arch.name == "x64":
-                c["layout"] = layout_for_build(self.build)
-            else:                       # the shipped table holds x64 offsets only
-                c["layout"] = LayoutChoice(self.build, None, False,
-                                           f"no {self.arch.name} structure layout is known for build {self.build} "
-                                           "(the layout table holds x64 offsets)")
+            from .layouts import layout_for_build
+            c["layout"] = layout_for_build(self.build, self.arch.name)
         return c["layout"]
 
     @property
