@@ -441,6 +441,7 @@ def _values(facts: Facts, analyzer: Analyzer, case: Case) -> Dict[str, Optional[
         "followup_image": facts.followup_image,
         "pointer_class": _pointer_class(facts.address, facts.access, facts.operand),
         "avrf": "AVRF" if str(facts.fields.get("APPLICATION_VERIFIER_LOADED", "")).split()[:1] == ["1"] else None,
+        "vrf": "VRF" if _driver_verifier(facts.fields) else None,
     }
     for i in range(4):
         vals[f"p{i + 1}"] = f"{p[i]:x}"
@@ -458,6 +459,14 @@ def _values(facts: Facts, analyzer: Analyzer, case: Case) -> Dict[str, Optional[
     vals["image"] = img
     vals["module"] = mod
     return vals
+
+
+def _driver_verifier(fields: Mapping[str, str]) -> bool:
+    """Driver Verifier watches the crash: the referenced address is in special pool (``WRITE_ADDRESS:
+    ffffcf81085c9000 Special pool``) or the default bucket says so (``VERIFIER_ENABLED_VISTA_MINIDUMP``)."""
+    if str(fields.get("DEFAULT_BUCKET_ID", "")).strip().upper().startswith("VERIFIER_ENABLED"):
+        return True
+    return any("special pool" in str(fields.get(k, "")).lower() for k in ("READ_ADDRESS", "WRITE_ADDRESS"))
 
 
 def _pointer_class(address: Optional[int], access: Optional[str],

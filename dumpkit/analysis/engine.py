@@ -552,8 +552,9 @@ def _named_culprit(v: Any, info: Any, params: Sequence[int], fields: Mapping[str
     if v.culprit == "hardware":
         kind = _field_word(fields, "MEMORY_CORRUPTOR") or "memory"
         return Culprit(module=None, category="hardware",
-                       reason=(f"WinDbg's memory-corruption check classified the damage as {kind}: a pattern that "
-                               f"points at failing RAM (or an unstable overclock) rather than at a driver."))
+                       reason=v.case.why or (f"WinDbg's memory-corruption check classified the damage as {kind}: a "
+                                             f"pattern that points at failing RAM (or an unstable overclock) rather "
+                                             f"than at a driver."))
     if v.culprit == "cpu_vendor":
         return Culprit(module=None, vendor=v.module, category="hardware",
                        reason=(f"WHEA_UNCORRECTABLE_ERROR: the processor ({v.module}) or the platform reported a "
