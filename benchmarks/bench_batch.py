@@ -83,7 +83,6 @@ def floor(paths) -> dict:
 
 
 def measure(paths, workers: int, out: Path) -> dict:
-    import datetime as dt
     from distributed import Client
     from dumpkit import batch
     from dumpkit.batch.engine import local_cluster

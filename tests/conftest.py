@@ -39,7 +39,7 @@ def pytest_report_header(config):
     return f"hypothesis profile: {HYPOTHESIS_PROFILE} (DUMPKIT_HYPOTHESIS_PROFILE=ci|nightly)"
 
 
-def pytest_collection_modifyitems(config, items):
+def _widen_for_nightly(items):
     """Under the nightly profile, widen every test's own @settings: a test's explicit values would
     otherwise win over the profile (max_examples, derandomize=True...)."""
     if HYPOTHESIS_PROFILE != "nightly":
@@ -79,7 +79,7 @@ def symstore() -> Path:
 sys.modules.setdefault("conftest", sys.modules[__name__])
 
 
-def pytest_collection_modifyitems(config, items):
+def _skip_opt_in(config, items):
     """`slow` and `bench` tests are opt-in: they run only when `-m` names their marker
     (`pytest -m slow`), so the default suite stays within its time budget."""
     expr = config.getoption("markexpr") or ""
@@ -90,3 +90,9 @@ def pytest_collection_modifyitems(config, items):
         for item in items:
             if marker in item.keywords:
                 item.add_marker(skip)
+
+
+def pytest_collection_modifyitems(config, items):
+    # one hook (a second definition would silently replace the first): opt-in markers, nightly widening
+    _skip_opt_in(config, items)
+    _widen_for_nightly(items)

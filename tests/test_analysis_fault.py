@@ -7,6 +7,8 @@ the one WinDbg printed after ``ds:``.
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from .conftest import shared_path
 from dumpkit.analysis.fault import classify_address, decode_instruction, explain_fault, is_canonical
@@ -113,9 +115,6 @@ def test_undecodable_bytes_do_not_raise():
     f = explain_fault(instruction_bytes=b"\xff\xff\xff", ip=0x1000)
     assert f.kind in ("unknown", "access_violation")
 
-
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 _REGS = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp", "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15")
 

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from .conftest import ROOT, shared_path
+from .conftest import ROOT
 from dumpkit.analysis.engine import analyze_parts, analyze_text
 from dumpkit.errors import TextParseError
 from dumpkit.model import Frame

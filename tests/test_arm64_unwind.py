@@ -131,7 +131,7 @@ def _prolog_epilog_points(image):
         rec = parse_record(image, f.begin, f.unwind_rva)
         n = len(rec.ops)
         out += [f.begin + 4 * i for i in range(n + 1)]
-        for start, k in rec.epilogs:
+        for start, _k in rec.epilogs:
             out += [f.begin + start + 4 * i for i in range(n + 1)]
     return sorted(set(out))
 
@@ -145,7 +145,7 @@ def test_unwinding_inside_prologs_and_epilogs_matches_the_emulator(image):
             continue                              # never reached before the fault
         stack = em.stack
 
-        def read(va: int, size: int) -> bytes:
+        def read(va: int, size: int, stack: bytes = stack) -> bytes:
             off = va - STACK_BASE
             if 0 <= off and off + size <= len(stack):
                 return stack[off:off + size]

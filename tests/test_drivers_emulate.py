@@ -168,7 +168,7 @@ def test_committed_dumps_are_current(tmp_path):
     """fixtures/dumps/* must equal a fresh run (else: python -m fixtures.emulate fixtures/dumps)."""
     pytest.importorskip("fixtures.factory")
     out = E.build_case2_dumps(tmp_path)
-    for kind, p in out["paths"].items():
+    for _kind, p in out["paths"].items():
         committed = E.HERE / "dumps" / p.name
         assert committed.exists(), committed
         assert committed.read_bytes() == p.read_bytes(), \

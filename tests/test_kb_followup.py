@@ -44,7 +44,7 @@ def parse_k(text: str) -> List[Frame]:
 def parse_stack_text(report: str) -> List[Frame]:
     """STACK_TEXT block of an !analyze -v report -> frames (minimal, for tests)."""
     lines = report.splitlines()
-    start = next(i for i, l in enumerate(lines) if l.startswith("STACK_TEXT:"))
+    start = next(i for i, ln in enumerate(lines) if ln.startswith("STACK_TEXT:"))
     frames = []
     for line in lines[start + 1:]:
         if not line.strip():

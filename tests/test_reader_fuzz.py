@@ -45,7 +45,7 @@ def exercise(data: bytes) -> None:
             except DumpError:
                 pass
             try:
-                d.contexts
+                _ = d.contexts
             except DumpError:
                 pass
             ctx_sp = d.header.context_record[0x98:0xA0]
@@ -57,7 +57,7 @@ def exercise(data: bytes) -> None:
                     pass
             if d.physical is not None:
                 n = 0
-                for _pa, mv in d.iter_physical_runs():
+                for _pa, _mv in d.iter_physical_runs():
                     n += 1
                     if n > 64:
                         break

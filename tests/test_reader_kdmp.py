@@ -33,7 +33,7 @@ def _random_layout(path, kind: str, seed: int):
         mem.write(big + i, rng.randbytes(64))
         vas.append(0xFFFFF80400000000 + i)
     # scattered 4 KiB pages
-    for i in range(40):
+    for _ in range(40):
         va = 0xFFFFA00000000000 + rng.randrange(0, 1 << 30) & ~0xFFF
         try:
             asp.map_new(va, rng.randbytes(0x1000))

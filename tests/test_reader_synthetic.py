@@ -163,7 +163,7 @@ def test_truncated_dump_still_opens(kind, tmp_path):
         d = dumpkit.open(p)
     with d:
         # pages past the end are reported, not crashed on
-        for pa, mv in d.iter_physical_runs():
+        for _pa, _mv in d.iter_physical_runs():
             pass
         for va in made.expected_bytes:
             try:

@@ -21,8 +21,7 @@ from dumpkit.arch.x86.opener import open_pagedump
 from dumpkit.arch.x86.walker import walk_stack32
 from dumpkit.errors import DumpError
 from dumpkit.io import Source
-from fixtures.factory32 import (Driver32, Header32, Triage32, X86Regs, make_basic_dump32, trap_frame32,
-                                write_triage_dump32)
+from fixtures.factory32 import (Driver32, Header32, Triage32, X86Regs, make_basic_dump32, write_triage_dump32)
 
 from ._mutate import overwrite, poke_u32
 
