@@ -102,19 +102,19 @@ def test_template_optional_groups():
     assert render_template("M_{field:MEMORY_CORRUPTOR}", {}, {"MEMORY_CORRUPTOR": "LARGE  (x)"}) == "M_LARGE"
 
 
-def test_bad_table_is_a_clear_error(tmp_path):
+_CASE = 'schema = 1\n[[analyzer]]\ncodes = ["0x9F"]\n[[analyzer.case]]\nbucket = "x"\n'
+
+
+@pytest.mark.parametrize("toml, message", [
+    (_CASE + 'culprit = "astrology"\n', "culprit 'astrology'"),
+    ("schema = 1\n[[analyzer]]\ncodes = []\n", "codes"),
+    (_CASE + "why = 3\n", "'why' must be"),
+    (_CASE + 'remediation = "do it"\n', "'remediation' must be"),
+])
+def test_bad_table_is_a_clear_error(tmp_path, toml, message):
     p = tmp_path / "analyzers.toml"
-    p.write_text('schema = 1\n[[analyzer]]\ncodes = ["0x7E"]\n[[analyzer.case]]\nbucket = "x"\nculprit = "astrology"\n')
-    with pytest.raises(KnowledgeBaseError, match="culprit 'astrology'"):
-        AnalyzerTable.load(p, reload=True)
-    p.write_text("schema = 1\n[[analyzer]]\ncodes = []\n")
-    with pytest.raises(KnowledgeBaseError, match="codes"):
-        AnalyzerTable.load(p, reload=True)
-    p.write_text('schema = 1\n[[analyzer]]\ncodes = ["0x9F"]\n[[analyzer.case]]\nbucket = "x"\nwhy = 3\n')
-    with pytest.raises(KnowledgeBaseError, match="'why' must be"):
-        AnalyzerTable.load(p, reload=True)
-    p.write_text('schema = 1\n[[analyzer]]\ncodes = ["0x9F"]\n[[analyzer.case]]\nbucket = "x"\nremediation = "do it"\n')
-    with pytest.raises(KnowledgeBaseError, match="'remediation' must be"):
+    p.write_text(toml)
+    with pytest.raises(KnowledgeBaseError, match=message):
         AnalyzerTable.load(p, reload=True)
 
 
