@@ -29,7 +29,9 @@ CULPRIT_KINDS = ("followup", "param_module", "tdr", "cpu_vendor", "hardware", "u
 CONTEXT_KINDS = ("cxr_param", "trap", "exception", "thread", "none")
 #: code plugins an analyzer may name (``plugin = "..."``; dumpkit.analysis.plugins.PLUGINS implements them)
 PLUGIN_KINDS = ("power_irp", "whea_record")
-_WHEN_KEYS = {"exception", "fault_kind", "p1", "p2_negative", "field", "field_value", "stack_has", "has",
+#: where an analyzer's followup comes from (``followup_from``)
+FOLLOWUP_SOURCES = ("triage", "top", "user", "context", "caller")
+_WHEN_KEYS = {"exception", "fault_kind", "p1", "p2", "p3", "p4", "p2_negative", "field", "field_value", "stack_has", "has",
               "followup", "nested_interrupt", "p1_range"}
 _FACT_RE = re.compile(r"\{([A-Za-z0-9_]+(?::[A-Za-z0-9_.]+)?)\}")
 _OPT_RE = re.compile(r"\[([^\[\]]*)\]")
@@ -74,11 +76,20 @@ class Analyzer:
     subtype_param: int = 1
     subtypes: Mapping[int, str] = field(default_factory=dict)
     livedump: bool = False
-    followup_top: bool = False          # followup_from = "top": the analysed thread's top frame
-    followup_user: bool = False         # followup_from = "user": the first user-mode frame (0xEF)
-    followup_context: bool = False      # followup_from = "context": top frame when the stack is the trap's own context
+    #: where the followup comes from: "triage" (triage.toml owners), "top" (the analysed thread's top frame),
+    #: "user" (the first user-mode frame, 0xEF), "context" (the top frame when the stack is the trap's own
+    #: context), "caller" (the frame that called the bug-check routine, 0x18)
+    followup_from: str = "triage"
     usermode: bool = False              # a user-mode analyzer, keyed by the exception code
     plugin: Optional[str] = None        # a code plugin that dereferences parameters in a dump (PLUGIN_KINDS)
+
+    @property
+    def followup_top(self) -> bool:
+        return self.followup_from == "top"
+
+    @property
+    def followup_user(self) -> bool:
+        return self.followup_from == "user"
 
     def subtype_name(self, parameters: Sequence[int], kb: Any = None, code: Optional[int] = None) -> Optional[str]:
         """The name of the subtype parameter's value (this table first, then bugcheck_subtypes.json)."""
@@ -213,10 +224,7 @@ class AnalyzerTable:
                                       fault_instruction=bool(a.get("fault_instruction", False)),
                                       followup_skip=tuple(str(m).lower() for m in a.get("followup_skip", [])),
                                       subtype_param=sp, subtypes=subs, livedump=bool(a.get("livedump", False)),
-                                      followup_top=_followup_from(a.get("followup_from", "triage"), where) == "top",
-                                      followup_user=_followup_from(a.get("followup_from", "triage"), where) == "user",
-                                      followup_context=_followup_from(a.get("followup_from", "triage"),
-                                                                      where) == "context",
+                                      followup_from=_followup_from(a.get("followup_from", "triage"), where),
                                       usermode=bool(a.get("usermode", False)), plugin=plugin))
         return cls(overrides, analyzers)
 
@@ -242,8 +250,8 @@ class AnalyzerTable:
 
 
 def _followup_from(v: Any, where: str) -> str:
-    if v not in ("triage", "top", "user", "context"):
-        raise AnalyzerTableError(f"{where}: followup_from must be 'triage', 'top', 'user' or 'context'")
+    if v not in FOLLOWUP_SOURCES:
+        raise AnalyzerTableError(f"{where}: followup_from must be one of {FOLLOWUP_SOURCES}")
     return str(v)
 
 
@@ -379,8 +387,8 @@ def _holds(when: Mapping[str, Any], facts: Facts, analyzer: Optional["Analyzer"]
         elif k == "fault_kind":
             if facts.fault_kind not in list(v):
                 return False
-        elif k == "p1":
-            if p[0] not in [int(str(x), 16) for x in v]:
+        elif k in ("p1", "p2", "p3", "p4"):
+            if p[int(k[1]) - 1] not in [int(str(x), 16) for x in v]:
                 return False
         elif k == "p1_range":
             lo, hi = (int(str(x), 16) for x in v)

@@ -306,6 +306,30 @@ def _faulting_frame_index(frames: Sequence[Frame]) -> Optional[int]:
     return 0 if frames else None
 
 
+def _with_faulting_frame(stack: Sequence[Frame], fault_disasm: Any, analyzer: Any, warn_list: List[str]) -> Any:
+    """The stack with the faulting instruction's frame put back where the listing lost it.
+
+    An x86 walk through a driver without frame data can step from the trap handling straight to the
+    driver's caller (KiExceptionExit returning into nt!IofCallDriver, no srvkp frame): WinDbg still follows
+    up on the faulting instruction (FAULTING_IP srvkp+32fa, SYMBOL_STACK_INDEX 0).  For a bug check with a
+    faulting instruction, whose labelled module no frame shows, a frame for it goes where the fault
+    happened (after the last trap-handling frame)."""
+    label = getattr(fault_disasm, "label", None) if fault_disasm is not None else None
+    if not stack or not label or not getattr(analyzer, "fault_instruction", False):
+        return stack
+    from dumpkit.text._common import split_call_site
+    mod, sym, off, _ = split_call_site(label)
+    if not mod or any((f.module or "").lower() == mod.lower() for f in stack):
+        return stack
+    at = _faulting_frame_index(stack) or 0
+    fr = Frame(index=at, instruction=getattr(fault_disasm, "address", 0) or 0, child_sp=0, module=mod, symbol=sym,
+               offset=off, trust="context", symbol_source="text")
+    out = Stack(list(stack[:at]) + [fr] + list(stack[at:]))
+    warn_list.append(f"the stack shows no frame of {mod}, where the faulting instruction is ({label}): "
+                     f"a frame for it is placed at {at:02x}, where the fault happened")
+    return out
+
+
 _USER_TOP = 0x0000800000000000
 
 
@@ -412,12 +436,14 @@ def _add(lst: List[str], item: str) -> None:
     if item and item not in lst:
         lst.append(item)
 
+def _is_bugcheck_frame(f: Frame) -> bool:
+    """A frame of the bug-check plumbing (KeBugCheckEx, KeBugCheck2, its debugger break)."""
+    return (f.module or "").lower() == "nt" and any(_sym(f).startswith(t) for t in _BUGCHECK_FRAMES + ("KeBugCheck2",))
+
+
 def _starts_in_bugcheck(frames: Sequence[Frame]) -> bool:
     """The listing begins in the bug-check plumbing (KeBugCheckEx, its debugger break), not in a trap context."""
-    for f in frames[:4]:
-        if (f.module or "").lower() == "nt" and any(_sym(f).startswith(t) for t in _BUGCHECK_FRAMES + ("KeBugCheck2",)):
-            return True
-    return False
+    return any(_is_bugcheck_frame(f) for f in frames[:4])
 
 
 def _stack_command(analyzer: Any, info: Any, params: Sequence[int], context: Optional[Context],
@@ -659,6 +685,8 @@ def analyze_parts(bugcheck_code: Optional[int], parameters: Sequence[int], frame
     if not ptext:
         ptext = [(f"Arg{i + 1}", v, parameter_text[i] if i < len(parameter_text) else "") for i, v in enumerate(params)]
 
+    stack = _with_faulting_frame(stack, fault_disasm, analyzer, warn_list)
+
     # --- image names on frames ------------------------------------------------------------------
     utop = (1 << 64) if user_mode else _user_top(stack)     # a user-mode report: every frame is user code
     for f in stack:
@@ -675,17 +703,22 @@ def analyze_parts(bugcheck_code: Optional[int], parameters: Sequence[int], frame
             candidates = trusted
             warn_list.append(f"{len(scanned)} frame(s) were found by scanning the stack (frame {scanned[0].index:02x} "
                              f"on); the followup is chosen among the unwound frames only")
-    if getattr(analyzer, "followup_user", False) and not user_mode:
+    source_of_followup = getattr(analyzer, "followup_from", "triage")
+    if source_of_followup == "user" and not user_mode:
         utop0 = _user_top(stack)
         users = [f for f in candidates if f.module and _is_user_frame(f, utop0)]
         if users:
             candidates = users
+    elif source_of_followup == "caller":
+        below = [f for f in candidates if not _is_bugcheck_frame(f)]
+        if below and below[0] is not candidates[0]:
+            candidates = candidates[candidates.index(below[0]):]
     if stack:
         try:
             fu = _select_followup(candidates, kb, rules, skip=getattr(analyzer, "followup_skip", ()),
-                                  top=getattr(analyzer, "followup_top", False) or (
-                                      getattr(analyzer, "followup_user", False) and candidates is not stack) or (
-                                      getattr(analyzer, "followup_context", False) and not _starts_in_bugcheck(stack)))
+                                  top=source_of_followup == "top" or (
+                                      source_of_followup in ("user", "caller") and candidates is not stack) or (
+                                      source_of_followup == "context" and not _starts_in_bugcheck(stack)))
         except Exception as e:
             warn_list.append(f"followup selection failed: {e}")
     fmod = fu.module if fu is not None else None
