@@ -61,7 +61,8 @@ def family_of(case: Dict[str, Any]) -> str:
     if code in (0x141, 0x144, 0x193, 0x1CC, 0x15F, 0x1B8, 0x15E, 0x1A8) or str(
             case.get("expected", {}).get("FAILURE_BUCKET_ID", "")).startswith("LKD_"):
         return "LKD live dumps"
-    if "MEMORY_CORRUPTION" in str(case.get("expected", {}).get("FAILURE_BUCKET_ID", "")).upper():
+    buckets = " ".join(str(case.get("expected", {}).get(k, "")) for k in ("FAILURE_BUCKET_ID", "BUCKET_ID")).upper()
+    if "MEMORY_CORRUPTION" in buckets or "PAGE_NOT_ZERO" in buckets:
         return "memory corruption"
     return fams.get(b, "other")
 
