@@ -149,3 +149,13 @@ def test_whea_without_a_cpu_vendor_blames_no_frame():
         a = dumpkit.analyze(A.render(case))
         assert a.culprit.module is None and a.culprit.category == "hardware", (cid, a.culprit)
         assert "hardware error" in a.culprit.reason and any("WHEA" in r for r in a.remediation)
+
+
+def test_fill_pattern_pointers():
+    """One repeated byte is a fill pattern (41414141 in a real 32-bit Chrome read: tests/data/agreement); NULL and
+    all-ones are not, nor is an ordinary address."""
+    from dumpkit.analysis.analyzers import _fill_pattern, _pointer_class
+    assert _fill_pattern(0x41414141) and _fill_pattern(0xC0C0C0C0) and _fill_pattern(0xABABABABABABABAB)
+    assert not _fill_pattern(0xFFFFFFFF) and not _fill_pattern(0x41414142) and not _fill_pattern(0x0CFC1888)
+    assert _pointer_class(0x41414141, "read") == "INVALID_POINTER_READ_FILL_PATTERN_41414141"
+    assert _pointer_class(0x41414141, "execute") == "SOFTWARE_NX_FAULT"     # executing it: DEP, as WinDbg says

@@ -319,6 +319,8 @@ class Facts:
     address: Optional[int] = None                # the referenced address (user-mode pointer class)
     operand: Optional[Tuple[bool, bool]] = None  # faulting memory operand: (an unscaled register is 0, displacement)
     followup_image: str = ""                     # 'AccessV.exe!main' (user-mode buckets keep the extension)
+    wrong_symbols: bool = False                  # the debugger said its symbols for an OS module are wrong
+    exception_parameters: Sequence[int] = ()     # a user-mode exception's ExceptionInformation
     kb: Any = None
 
     @property
@@ -447,6 +449,7 @@ def _values(facts: Facts, analyzer: Analyzer, case: Case) -> Dict[str, Optional[
         "procs": str(facts.procs) if facts.procs else None,
         "dpc_isr": None,
         "followup_image": facts.followup_image,
+        "fast_fail": _fast_fail_name(facts),
         "pointer_class": _pointer_class(facts.address, facts.access, facts.operand),
         "avrf": "AVRF" if str(facts.fields.get("APPLICATION_VERIFIER_LOADED", "")).split()[:1] == ["1"] else None,
         "vrf": "VRF" if _driver_verifier(facts.fields) else None,
@@ -469,11 +472,19 @@ def _values(facts: Facts, analyzer: Analyzer, case: Case) -> Dict[str, Optional[
     return vals
 
 
+def _fast_fail_name(facts: "Facts") -> Optional[str]:
+    """The FAST_FAIL_* code's name (STACK_COOKIE_CHECK_FAILURE) of a user-mode c0000409: ExceptionInformation[0]."""
+    if facts.exception_code is None or facts.exception_code & 0xFFFFFFFF != 0xC0000409 or \
+            not facts.exception_parameters:
+        return None
+    from .bucket import FAST_FAIL_NAMES           # bucket.py imports this module: resolved at call time
+    return FAST_FAIL_NAMES.get(int(facts.exception_parameters[0]))
+
+
 def _driver_verifier(fields: Mapping[str, str]) -> bool:
     """Driver Verifier watches the crash: the referenced address is in special pool (``WRITE_ADDRESS:
-    ffffcf81085c9000 Special pool``) or the default bucket says so (``VERIFIER_ENABLED_VISTA_MINIDUMP``)."""
-    if str(fields.get("DEFAULT_BUCKET_ID", "")).strip().upper().startswith("VERIFIER_ENABLED"):
-        return True
+    ffffcf81085c9000 Special pool``).  (DEFAULT_BUCKET_ID VERIFIER_ENABLED_* says so too, but it is WinDbg's
+    own preliminary conclusion, which the analysis does not read.)"""
     return any("special pool" in str(fields.get(k, "")).lower() for k in ("READ_ADDRESS", "WRITE_ADDRESS"))
 
 
@@ -505,7 +516,18 @@ def _pointer_class(address: Optional[int], access: Optional[str],
         # a small offset from NULL inside the first page: a member of a NULL object
         # (a write to 0x43cb is already INVALID_POINTER_WRITE)
         return f"NULL_CLASS_PTR_{how}"
+    if _fill_pattern(address):
+        # a pointer made of one repeated byte is a fill pattern, not an address (INVALID_POINTER_READ_FILL_PATTERN_
+        # 41414141_c0000005_chrome_child.dll!memcpy, 32-bit Chrome)
+        return f"INVALID_POINTER_{how}_FILL_PATTERN_{address:08x}"
     return f"INVALID_POINTER_{how}"
+
+
+def _fill_pattern(address: int) -> bool:
+    """One byte repeated over 32 (or 64) bits, other than 00 and ff: 41414141, c0c0c0c0, abababababababab."""
+    raw = address.to_bytes(8, "little")
+    word = raw[:4] if address <= 0xFFFFFFFF else raw
+    return len(set(word)) == 1 and word[0] not in (0x00, 0xFF)
 
 
 def render_template(template: str, values: Mapping[str, Optional[str]], fields: Mapping[str, str] = {}) -> str:

@@ -789,8 +789,13 @@ def analyze_parts(bugcheck_code: Optional[int], parameters: Sequence[int], frame
                 notes.append("no frame could be attributed: the process image is the followup, as WinDbg does")
             fimg = bucket_safe(f"{image or fmod}!{fsym or 'Unknown'}") if fmod else ""
             addr = exc.get("parameter2", exc.get("memory_address"))
-            verdict_um = _ev(_F(code=None, exception_code=exc.get("code"), access=exc.get("memory_access") or (
-                {0: "read", 1: "write", 8: "execute"}.get(exc.get("parameter1", -1))), usermode=True,
+            # ExceptionInformation[0] says what the access was (8: execute, DEP), even where the engine printed
+            # a WRITE_ADDRESS line for it (SOFTWARE_NX_FAULT_c0000005_chrome_child.dll!...GetSources)
+            access = {0: "read", 1: "write", 8: "execute"}.get(exc.get("parameter1", -1)) or exc.get("memory_access")
+            verdict_um = _ev(_F(code=None, exception_code=exc.get("code"), access=access, usermode=True,
+                                wrong_symbols=any("symbols are WRONG" in str(w) for w in warnings),
+                                exception_parameters=[v for v in (exc.get("parameter1"), exc.get("parameter2"))
+                                                      if v is not None],
                 address=addr, followup_image=fimg, followup=fimg, fields=fields, kb=kb,
                 operand=memory_operand(getattr(fault_disasm, "text", None), context)), table)
             bucket = verdict_um.bucket
@@ -1096,6 +1101,14 @@ def analyze_text(text: Union[str, bytes], *, kb: Any = None, rules: Any = None,
         stack = build_stack([FrameLine(index=0, child_sp=0, return_address=0, call_site=fi.label)])
         stack[0].instruction = fi.address
         pt.warnings.append("no stack in the input: the followup is the FAULTING_IP frame")
+    labels = _labels(pt)
+    # a raw-address frame at an instruction the input named takes that name: executing the fill pattern
+    # 41414141 is FAULTING_IP 'unknown!noop+0', WinDbg's followup (SOFTWARE_NX_FAULT_c0000005_unknown.dll!noop)
+    for fr in stack[:2]:
+        if not fr.module and "!" in labels.get(fr.instruction, ""):
+            from dumpkit.text._common import split_call_site
+            fr.module, fr.symbol, fr.offset, _ = split_call_site(labels[fr.instruction])
+            fr.symbol_source = "text"
     if pt.faulting_instruction is not None and stack and not stack[0].instruction and stack[0].module and \
             pt.faulting_instruction.label and pt.faulting_instruction.label.split("+")[0] == \
             (f"{stack[0].module}!{stack[0].symbol}" if stack[0].symbol else stack[0].module):
@@ -1115,7 +1128,7 @@ def analyze_text(text: Union[str, bytes], *, kb: Any = None, rules: Any = None,
         irql=irql, ip_in_paged_code=ip_paged, setup_failures=pt.setup_failures,
         debug_session_time=pt.debug_session_time, system_uptime=pt.system_uptime, kb=kb, rules=rules,
         source="text", warnings=pt.warnings, fields={k: v for k, v in f.items() if k not in _CONCLUSIONS},
-        labels=_labels(pt), processors=_processors(f), av_region=av_region, user_mode=pt.user_mode,
+        labels=labels, processors=_processors(f), av_region=av_region, user_mode=pt.user_mode,
         image_files=pt.image_files)
     a.reported = {k: f[k] for k in _CONCLUSIONS if k in f and f[k]}
     a.module_versions = pt.module_versions

@@ -303,6 +303,10 @@ def parse_text(text: Union[str, bytes], *, source: Optional[str] = None) -> Pars
         lab = label_line(line)
         if lab is not None:
             st.pending_label = (lab, lineno)
+            # kept in its block too: under an unreadable instruction ('41414141 ??  ???') it is the only name
+            # the input gives the address (FAULTING_IP 'unknown!noop+0:')
+            if st.field in _MULTILINE and st.field in pt.blocks and len(pt.blocks[st.field]) < MAX_BLOCK_LINES:
+                pt.blocks[st.field].append(line)
             continue
         dl = parse_disasm_line(line, None, st.field or "", lineno)
         if dl is not None:
