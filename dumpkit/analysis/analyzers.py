@@ -132,8 +132,11 @@ class AnalyzerTable:
         self._by_code: Dict[Tuple[int, bool], Analyzer] = {}
         self._lkd_default: Optional[Analyzer] = None
         self._user: Dict[int, Analyzer] = {}
+        self._user_default: Optional[Analyzer] = None
         for a in self.analyzers:
             if a.usermode:
+                if not a.codes and self._user_default is None:      # codes = ["*"]: any other exception code
+                    self._user_default = a
                 for c in a.codes:
                     self._user.setdefault(c & 0xFFFFFFFF, a)
                 continue
@@ -232,7 +235,7 @@ class AnalyzerTable:
         """The user-mode analyzer for an exception code, or None."""
         if exception_code is None:
             return None
-        return self._user.get(exception_code & 0xFFFFFFFF)
+        return self._user.get(exception_code & 0xFFFFFFFF) or self._user_default
 
     def for_code(self, code: Optional[int], livedump: bool = False) -> Analyzer:
         """The analyzer for a bug check (``_M`` codes use their base code); a plain default otherwise."""
@@ -450,6 +453,8 @@ def _values(facts: Facts, analyzer: Analyzer, case: Case) -> Dict[str, Optional[
         "dpc_isr": None,
         "followup_image": facts.followup_image,
         "fast_fail": _fast_fail_name(facts),
+        "clr_hresult": f"{int(facts.exception_parameters[0]) & 0xFFFFFFFF:x}" if facts.exception_code is not None and
+        facts.exception_code & 0xFFFFFFFF == 0xE0434352 and facts.exception_parameters else None,
         "pointer_class": _pointer_class(facts.address, facts.access, facts.operand),
         "avrf": "AVRF" if str(facts.fields.get("APPLICATION_VERIFIER_LOADED", "")).split()[:1] == ["1"] else None,
         "vrf": "VRF" if _driver_verifier(facts.fields) else None,

@@ -97,13 +97,14 @@ def is_access_violation_code(code: Optional[int], parameters: Sequence[int] = ()
 #: '~CallbackScope' -> '_CallbackScope' (electron.exe destructor), '<lambda_69bd...>::operator' ->
 #: '_lambda_69bd..._::operator' (a C++ lambda in a .pyd), 'C:\\Program Files (x86)\\...' -> 'C:_Program_Files_(x86)_...'
 #: a comma stays (FunctorMessageHandler_bool,_lambda_at_..., InterfacePtrState_..._URLLoaderClient,1_::Swap) and a
-#: '/' of a path in a lambda's name becomes '_' (_lambda_at_.._.._third_party_webrtc_pc_rtpsender.cc:109:22__)
-_BUCKET_UNSAFE = str.maketrans({c: "_" for c in "~<>`' \\/"})
+#: '/' of a path in a lambda's name becomes '_' (_lambda_at_.._.._third_party_webrtc_pc_rtpsender.cc:109:22__), and
+#: so does '&' (IConnectionPointImpl_CBthRadioManager,_IID_IMediaRadioManagerNotifySink,...)
+_BUCKET_UNSAFE = str.maketrans({c: "_" for c in "~<>`' \\/&"})
 
 
 def bucket_safe(text: str) -> str:
-    """``text`` as it appears in a FAILURE_BUCKET_ID: ``~``, ``<``, ``>``, blanks, quotes, backslashes and commas
-    become ``_``."""
+    """``text`` as it appears in a FAILURE_BUCKET_ID: ``~``, ``<``, ``>``, blanks, quotes, backslashes, slashes and
+    ``&`` become ``_`` (commas stay)."""
     return text.translate(_BUCKET_UNSAFE)
 
 

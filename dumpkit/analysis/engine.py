@@ -57,6 +57,8 @@ _USER_DLLS = {"ntdll", "kernel32", "kernelbase", "user32", "win32u", "gdi32", "g
 _BOOT_LOAD_FRAMES = ("IopInitializeBootDrivers", "IopInitializeSystemDrivers", "boot-start", "system-start")
 #: driver categories whose boot-start drivers may be needed to reach the disk
 _BOOT_CRITICAL = ("storage", "storage filter", "file-system filter", "file system", "security")
+#: the name the debugger gives a module whose file it does not know: 'image' and its base address
+_PLACEHOLDER_MODULE = re.compile(r"image[0-9a-fA-F]{8}(?:[0-9a-fA-F]{8})?")
 _PSEUDO_MODULES = {"heap_corruption", "memory_corruption", "hardware", "unknown_module"}
 _USER_EXES = {"csrss", "smss", "wininit", "winlogon", "lsass", "services", "svchost", "explorer", "dwm", "fontdrvhost"}
 _HEAP_FRAMES = ("RtlpHp", "ExFreePool", "ExFreeHeapPool", "ExAllocatePool", "RtlpHeap", "ExpFreePool")
@@ -385,8 +387,10 @@ def _image_for_module(module: Optional[str], modules: ModuleList, kb: Any, frame
     if process and process.rsplit(".", 1)[0].lower() == module.lower() and "." in process and \
             (frame is None or _is_user_frame(frame, user_top)):
         return process                      # the process's own executable (AccessV.exe)
-    if module.lower() in _PSEUDO_MODULES:
-        return module                       # heap_corruption!Mem.exe: the report's pseudo frame, no file
+    if module.lower() in _PSEUDO_MODULES or _PLACEHOLDER_MODULE.fullmatch(module):
+        # heap_corruption!Mem.exe: the report's pseudo frame; image009e0000: the debugger's placeholder for an
+        # image whose name it never learnt (BREAKPOINT_AVRF_80000003_image009e0000!Unknown): no file name
+        return module
     if _is_user_frame(frame, user_top):
         # a user-mode image on a kernel stack keeps its own extension (ntdll.dll, csrss.exe)
         return f"{module}.exe" if module.lower() in _USER_EXES else f"{module}.dll"
@@ -728,6 +732,12 @@ def analyze_parts(bugcheck_code: Optional[int], parameters: Sequence[int], frame
     if fu is not None and getattr(fu, "image_name", None) and not len(mods):
         image = fu.image_name if fmod and fmod.lower() not in ("nt", "hal") else image
     symbol_name = fu.symbol_name if fu is not None and fmod else None
+    if fmod and len(fmod) > 3 and fmod.lower().endswith("_ni") and _is_user_frame(fframe, utop) and \
+            not (len(mods) and mods.by_name(fmod) is not None and "." in fmod):
+        # a .NET native image (System_Windows_Forms_ni, from System.Windows.Forms.ni.dll): WinDbg names the
+        # assembly it was compiled from, MODULE_NAME System_Windows_Forms, IMAGE_NAME System.Windows.Forms.dll
+        fmod = fmod[:-3]
+        image = fmod.replace("_", ".") + ".dll"
 
     # --- the fault ---------------------------------------------------------------------------------
     fi_idx = None
@@ -794,8 +804,8 @@ def analyze_parts(bugcheck_code: Optional[int], parameters: Sequence[int], frame
             access = {0: "read", 1: "write", 8: "execute"}.get(exc.get("parameter1", -1)) or exc.get("memory_access")
             verdict_um = _ev(_F(code=None, exception_code=exc.get("code"), access=access, usermode=True,
                                 wrong_symbols=any("symbols are WRONG" in str(w) for w in warnings),
-                                exception_parameters=[v for v in (exc.get("parameter1"), exc.get("parameter2"))
-                                                      if v is not None],
+                                exception_parameters=list(exc.get("parameters") or [
+                                    v for v in (exc.get("parameter1"), exc.get("parameter2")) if v is not None]),
                 address=addr, followup_image=fimg, followup=fimg, fields=fields, kb=kb,
                 operand=memory_operand(getattr(fault_disasm, "text", None), context)), table)
             bucket = verdict_um.bucket
