@@ -440,6 +440,7 @@ def _add(lst: List[str], item: str) -> None:
     if item and item not in lst:
         lst.append(item)
 
+
 def _is_bugcheck_frame(f: Frame) -> bool:
     """A frame of the bug-check plumbing (KeBugCheckEx, KeBugCheck2, its debugger break)."""
     return (f.module or "").lower() == "nt" and any(_sym(f).startswith(t) for t in _BUGCHECK_FRAMES + ("KeBugCheck2",))
@@ -590,8 +591,8 @@ def _named_culprit(v: Any, info: Any, params: Sequence[int], fields: Mapping[str
                        reason=(f"WHEA_UNCORRECTABLE_ERROR: the processor ({v.module}) or the platform reported a "
                                f"fatal hardware error; no driver frame is to blame."))
     if v.culprit == "unknown":
-        return Culprit(module=None, category=None if v.case.why else "hardware",
-                       reason=v.case.why or "The stack in the input shows what reported the bug check, not its cause.")
+        return Culprit(module=None, reason=v.case.why or "The stack in the input shows what reported the bug check, "
+                                                         "not its cause.")
     why = f"{v.bucket}: {_CULPRIT_SOURCE.get(v.culprit, 'the bug check')} is {v.image}"
     if info is not None:
         why += f"; {v.image} is {_describe(info)}"
@@ -732,8 +733,7 @@ def analyze_parts(bugcheck_code: Optional[int], parameters: Sequence[int], frame
     if fu is not None and getattr(fu, "image_name", None) and not len(mods):
         image = fu.image_name if fmod and fmod.lower() not in ("nt", "hal") else image
     symbol_name = fu.symbol_name if fu is not None and fmod else None
-    if fmod and len(fmod) > 3 and fmod.lower().endswith("_ni") and _is_user_frame(fframe, utop) and \
-            not (len(mods) and mods.by_name(fmod) is not None and "." in fmod):
+    if fmod and len(fmod) > 3 and fmod.lower().endswith("_ni") and _is_user_frame(fframe, utop):
         # a .NET native image (System_Windows_Forms_ni, from System.Windows.Forms.ni.dll): WinDbg names the
         # assembly it was compiled from, MODULE_NAME System_Windows_Forms, IMAGE_NAME System.Windows.Forms.dll
         fmod = fmod[:-3]
