@@ -79,7 +79,7 @@ def test_culprits_not_on_the_stack():
 
 def test_live_dump_codes_get_lkd():
     assert _bucket(0x1CC, [1, 2, 3, 4], "nt!KiSwapContext", livedump=True) in PRINTED
-    assert AnalyzerTable.load().for_code(0x1CC, True).followup_top
+    assert AnalyzerTable.load().for_code(0x1CC, True).followup_from == "top"
     assert _bucket(0x193, [1, 2, 3, 4], "dxgkrnl!Foo", livedump=True) == "LKD_0x193_dxgkrnl!Foo"
 
 

@@ -83,14 +83,6 @@ class Analyzer:
     usermode: bool = False              # a user-mode analyzer, keyed by the exception code
     plugin: Optional[str] = None        # a code plugin that dereferences parameters in a dump (PLUGIN_KINDS)
 
-    @property
-    def followup_top(self) -> bool:
-        return self.followup_from == "top"
-
-    @property
-    def followup_user(self) -> bool:
-        return self.followup_from == "user"
-
     def subtype_name(self, parameters: Sequence[int], kb: Any = None, code: Optional[int] = None) -> Optional[str]:
         """The name of the subtype parameter's value (this table first, then bugcheck_subtypes.json)."""
         i = self.subtype_param - 1
@@ -453,8 +445,7 @@ def _values(facts: Facts, analyzer: Analyzer, case: Case) -> Dict[str, Optional[
         "dpc_isr": None,
         "followup_image": facts.followup_image,
         "fast_fail": _fast_fail_name(facts),
-        "clr_hresult": f"{int(facts.exception_parameters[0]) & 0xFFFFFFFF:x}" if facts.exception_code is not None and
-        facts.exception_code & 0xFFFFFFFF == 0xE0434352 and facts.exception_parameters else None,
+        "clr_hresult": _clr_hresult(facts),
         "pointer_class": _pointer_class(facts.address, facts.access, facts.operand),
         "avrf": "AVRF" if str(facts.fields.get("APPLICATION_VERIFIER_LOADED", "")).split()[:1] == ["1"] else None,
         "vrf": "VRF" if _driver_verifier(facts.fields) else None,
@@ -479,11 +470,24 @@ def _values(facts: Facts, analyzer: Analyzer, case: Case) -> Dict[str, Optional[
 
 def _fast_fail_name(facts: "Facts") -> Optional[str]:
     """The FAST_FAIL_* code's name (STACK_COOKIE_CHECK_FAILURE) of a user-mode c0000409: ExceptionInformation[0]."""
-    if facts.exception_code is None or facts.exception_code & 0xFFFFFFFF != 0xC0000409 or \
-            not facts.exception_parameters:
+    v = _exception_information(facts, 0xC0000409)
+    if v is None:
         return None
     from .bucket import FAST_FAIL_NAMES           # bucket.py imports this module: resolved at call time
-    return FAST_FAIL_NAMES.get(int(facts.exception_parameters[0]))
+    return FAST_FAIL_NAMES.get(v)
+
+
+def _exception_information(facts: "Facts", code: int) -> Optional[int]:
+    """ExceptionInformation[0] of a user-mode exception with this code, else None."""
+    if facts.exception_code is None or facts.exception_code & 0xFFFFFFFF != code or not facts.exception_parameters:
+        return None
+    return int(facts.exception_parameters[0])
+
+
+def _clr_hresult(facts: "Facts") -> Optional[str]:
+    """The HRESULT a managed exception (e0434352) carries in ExceptionInformation[0]: 80131509."""
+    v = _exception_information(facts, 0xE0434352)
+    return None if v is None else f"{v & 0xFFFFFFFF:x}"
 
 
 def _driver_verifier(fields: Mapping[str, str]) -> bool:

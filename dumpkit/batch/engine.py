@@ -185,7 +185,8 @@ def _connect(workers: Optional[int], scheduler: Any, memory_limit: Optional[int]
 
 def run(inputs: Union[PathLike, Sequence[PathLike]], out: PathLike, *, workers: Optional[int] = None,
         scheduler: Any = None, symbol_path: Any = None, symbol_timeout: Optional[float] = None,
-        symbol_budget: Optional[float] = None, logs: Optional[PathLike] = None, time_limit: float = DEFAULT_TIME_LIMIT, memory_limit: Optional[int] = None, retry_failed: bool = False,
+        symbol_budget: Optional[float] = None, logs: Optional[PathLike] = None,
+        time_limit: float = DEFAULT_TIME_LIMIT, memory_limit: Optional[int] = None, retry_failed: bool = False,
         progress: Optional[bool] = None) -> BatchResult:
     """Analyse every crash input under ``inputs`` into ``<out>/results.parquet``.
 

@@ -305,8 +305,7 @@ def parse_text(text: Union[str, bytes], *, source: Optional[str] = None) -> Pars
             st.pending_label = (lab, lineno)
             # kept in its block too: under an unreadable instruction ('41414141 ??  ???') it is the only name
             # the input gives the address (FAULTING_IP 'unknown!noop+0:')
-            if st.field in _MULTILINE and st.field in pt.blocks and len(pt.blocks[st.field]) < MAX_BLOCK_LINES:
-                pt.blocks[st.field].append(line)
+            _keep_in_block(pt, st, line)
             continue
         dl = parse_disasm_line(line, None, st.field or "", lineno)
         if dl is not None:
@@ -408,8 +407,7 @@ def parse_text(text: Union[str, bytes], *, source: Optional[str] = None) -> Pars
             st.setup_service = None
 
         # --- anything else: body of the current multi-line field, or noise ---------------------------
-        if st.field in _MULTILINE and st.field in pt.blocks and len(pt.blocks[st.field]) < MAX_BLOCK_LINES:
-            pt.blocks[st.field].append(line)
+        _keep_in_block(pt, st, line)
         if (s.startswith("***") and s.strip("* ")) or "WARNING" in s or "ERROR:" in s:
             if len(pt.warnings) < 200:
                 pt.warnings.append(s)
@@ -424,6 +422,12 @@ def parse_text(text: Union[str, bytes], *, source: Optional[str] = None) -> Pars
         raise TextParseError("no WinDbg output recognised (no bug check, stack, modules, registers or analysis fields)",
                              path=source, expected="!analyze -v, k/kv/kn/kb/kP, lm/lmv or r output")
     return pt
+
+
+def _keep_in_block(pt: ParsedText, st: _State, line: str) -> None:
+    """A line of the current multi-line field's body (FAULTING_IP, TRAP_FRAME...), up to MAX_BLOCK_LINES."""
+    if st.field in _MULTILINE and st.field in pt.blocks and len(pt.blocks[st.field]) < MAX_BLOCK_LINES:
+        pt.blocks[st.field].append(line)
 
 
 def _add_frame(st: _State, fl: FrameLine, lineno: int) -> None:
