@@ -60,7 +60,7 @@ class Case:
     module: Optional[str] = None
     image: Optional[str] = None
     name: str = ""
-    why: Optional[str] = None           # dumpkit's reason when no frame is to blame (culprit 'unknown')
+    why: Optional[str] = None           # dumpkit's reason when no frame is to blame ('unknown', 'hardware')
     remediation: Tuple[str, ...] = ()   # what to do then
 
 
