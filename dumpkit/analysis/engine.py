@@ -1114,9 +1114,9 @@ def analyze_text(text: Union[str, bytes], *, kb: Any = None, rules: Any = None,
     labels = _labels(pt)
     # a raw-address frame at an instruction the input named takes that name: executing the fill pattern
     # 41414141 is FAULTING_IP 'unknown!noop+0', WinDbg's followup (SOFTWARE_NX_FAULT_c0000005_unknown.dll!noop)
+    from dumpkit.text._common import split_call_site
     for fr in stack[:2]:
         if not fr.module and "!" in labels.get(fr.instruction, ""):
-            from dumpkit.text._common import split_call_site
             fr.module, fr.symbol, fr.offset, _ = split_call_site(labels[fr.instruction])
             fr.symbol_source = "text"
     if pt.faulting_instruction is not None and stack and not stack[0].instruction and stack[0].module and \

@@ -368,7 +368,7 @@ def explain_fault(*, bugcheck_code: Optional[int] = None, parameters: Sequence[i
 
     # --- the address ------------------------------------------------------------------------------
     reported: Optional[int] = None
-    if b in PAGE_FAULT_CODES and roles is not None and roles.index("address"):
+    if roles is not None and b in PAGE_FAULT_CODES and roles.index("address"):
         reported = roles.value("address", p)
         fi.sources.append(f"referenced address from bug check parameter {roles.index('address')}")
     elif exc.get("parameter2") is not None and exc.get("parameter2") != _GP_SENTINEL:
